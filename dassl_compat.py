@@ -40,7 +40,6 @@ if USE_UPSTREAM:
     from dassl.config import get_cfg_default
     from dassl.data import DataManager, DatasetWrapper
     from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
-    from dassl.data.samplers import SAMPLER_REGISTRY  # noqa: F401  (may not exist)
     from dassl.data.transforms import build_transform
     from dassl.engine import TRAINER_REGISTRY, TrainerX, build_trainer
     from dassl.evaluation import build_evaluator
