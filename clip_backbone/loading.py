@@ -1,0 +1,171 @@
+"""Turn ``MODEL.BACKBONE.NAME`` (+ ``PRETRAINED``) into a frozen open_clip CLIP.
+
+Three kinds of name are accepted:
+
+* a Dassl/OpenAI name (``ViT-B/16``, ``RN50``, ...): open_clip's ``-quickgelu``
+  config with the ``openai`` weights. A copy of the OpenAI archive in
+  ``~/.cache/clip`` (where the peer repositories keep it) is used first;
+* any open_clip model name, with the pretrained tag in
+  ``MODEL.BACKBONE.PRETRAINED`` (``random`` builds a randomly initialised model);
+* a path to a local OpenAI-format weights file (a TorchScript archive or a plain
+  state dict); the architecture is inferred from the tensor shapes.
+"""
+import os
+import os.path as osp
+import warnings
+
+import open_clip
+import torch
+
+from errors import ConfigError, WeightsError
+
+_HERE = osp.dirname(osp.abspath(__file__))
+MODEL_CONFIG_DIR = osp.join(_HERE, "model_configs")
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+# Dassl/OpenAI names -> (open_clip config, OpenAI archive file name)
+OPENAI_NAMES = {
+    "RN50": ("RN50-quickgelu", "RN50.pt"),
+    "RN101": ("RN101-quickgelu", "RN101.pt"),
+    "RN50x4": ("RN50x4-quickgelu", "RN50x4.pt"),
+    "RN50x16": ("RN50x16-quickgelu", "RN50x16.pt"),
+    "RN50x64": ("RN50x64-quickgelu", "RN50x64.pt"),
+    "ViT-B/32": ("ViT-B-32-quickgelu", "ViT-B-32.pt"),
+    "ViT-B/16": ("ViT-B-16-quickgelu", "ViT-B-16.pt"),
+    "ViT-L/14": ("ViT-L-14-quickgelu", "ViT-L-14.pt"),
+    "ViT-L/14@336px": ("ViT-L-14-336-quickgelu", "ViT-L-14-336px.pt"),
+}
+RANDOM_INIT = "random"
+
+
+def openai_cache_dir():
+    return osp.expanduser(os.environ.get("CLIP_CACHE_DIR", "~/.cache/clip"))
+
+
+def _offline_hint(name, archive):
+    return (
+        f"On an offline machine, copy the OpenAI weights file {archive} there and "
+        f"either put it in {openai_cache_dir()} or pass its path: "
+        f"MODEL.BACKBONE.NAME /path/to/{archive}"
+    )
+
+
+def read_openai_state_dict(path):
+    """The state dict of an OpenAI-format file: a TorchScript archive or a
+    plain (optionally ``{"state_dict": ...}``-wrapped) state dict."""
+    if not osp.isfile(path):
+        raise WeightsError(f"CLIP weights file not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # jit.load deprecation
+            state_dict = torch.jit.load(path, map_location="cpu").state_dict()
+    except (RuntimeError, ValueError):
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - re-raised as one clear error
+            raise WeightsError(
+                f"Cannot read CLIP weights from {path}: it is neither a "
+                f"TorchScript archive nor a state dict ({exc.__class__.__name__}: {exc})"
+            ) from None
+    if isinstance(state_dict, dict) and "state_dict" in state_dict:
+        state_dict = state_dict["state_dict"]
+    if not isinstance(state_dict, dict) or "text_projection" not in state_dict:
+        raise WeightsError(
+            f"{path} is not an OpenAI-format CLIP state dict (no 'text_projection' key)."
+        )
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+
+
+def build_from_openai_file(path):
+    state_dict = read_openai_state_dict(path)
+    try:
+        model = open_clip.build_model_from_openai_state_dict(dict(state_dict), quick_gelu=True)
+    except (KeyError, RuntimeError) as exc:
+        raise WeightsError(f"Cannot build a CLIP model from {path}: {exc}") from None
+    return model.float().eval()
+
+
+def _create(name, pretrained):
+    try:
+        model = open_clip.create_model(name, pretrained=pretrained)
+    except RuntimeError as exc:
+        if "not found" in str(exc).lower() and "model config" in str(exc).lower():
+            raise ConfigError(_unknown_name_message(name)) from None
+        raise
+    return model.float().eval()
+
+
+def _unknown_name_message(name):
+    return (
+        f"Unknown backbone {name!r}. Use a Dassl/OpenAI name "
+        f"({', '.join(OPENAI_NAMES)}), an open_clip model name "
+        f"(open_clip.list_models()) with MODEL.BACKBONE.PRETRAINED set to a tag, "
+        f"or the path to a local OpenAI-format weights file."
+    )
+
+
+def load_clip(name, pretrained=""):
+    """Return ``(model, model_name)``: a frozen fp32 open_clip CLIP in eval mode
+    and the open_clip config name its tokenizer should come from."""
+    if not name:
+        raise ConfigError("MODEL.BACKBONE.NAME is empty; set it, e.g. ViT-B/16.")
+
+    if name in OPENAI_NAMES:
+        config, archive = OPENAI_NAMES[name]
+        cached = osp.join(openai_cache_dir(), archive)
+        if osp.isfile(cached):
+            return build_from_openai_file(cached), config
+        tag = pretrained or "openai"
+        try:
+            return _create(config, tag), config
+        except (ConfigError, WeightsError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any download failure
+            raise WeightsError(
+                f"Could not get CLIP weights for {name} (open_clip {config!r}, tag "
+                f"{tag!r}): {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}. "
+                + _offline_hint(name, archive)
+            ) from None
+
+    if osp.sep in name or name.endswith((".pt", ".pth", ".bin")):
+        if not osp.isfile(name):
+            raise WeightsError(
+                f"MODEL.BACKBONE.NAME looks like a file path, but {name} does not exist."
+            )
+        return build_from_openai_file(name), None
+
+    if name not in open_clip.list_models():
+        raise ConfigError(_unknown_name_message(name))
+    if not pretrained:
+        raise ConfigError(
+            f"MODEL.BACKBONE.NAME {name!r} is an open_clip model name; set "
+            f"MODEL.BACKBONE.PRETRAINED to one of its tags "
+            f"{open_clip.list_pretrained_tags_by_model(name)} or to '{RANDOM_INIT}' "
+            f"for random initialisation."
+        )
+    if pretrained == RANDOM_INIT:
+        return _create(name, None), name
+    try:
+        return _create(name, pretrained), name
+    except (ConfigError, WeightsError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any download failure
+        raise WeightsError(
+            f"Could not get weights {pretrained!r} for open_clip model {name!r}: "
+            f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}. Offline, pass a "
+            f"local file as MODEL.BACKBONE.PRETRAINED (a path) or as MODEL.BACKBONE.NAME "
+            f"(an OpenAI-format file)."
+        ) from None
+
+
+def get_tokenizer(model, model_name):
+    context_length = getattr(model, "context_length", 77)
+    if model_name is None:
+        return open_clip.SimpleTokenizer(context_length=context_length)
+    try:
+        return open_clip.get_tokenizer(model_name, context_length=context_length)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(
+            f"Cannot build the tokenizer of {model_name!r} ({exc}). Prompt learners need "
+            f"open_clip's built-in BPE tokenizer (OpenAI-style CLIP models)."
+        ) from None
