@@ -4,7 +4,26 @@ Importing this package registers every dataset under the peers' names
 (CoOp/MaPLe/PromptSRC), plus ``ImageFolder`` for tests and demos.
 ``add_dataset_config(cfg)`` adds the dataset keys that Dassl's defaults lack.
 """
-from . import image_folder  # noqa: F401  (registers its dataset)
+# Each import registers that module's datasets.
+from . import image_folder  # noqa: F401
+from .caltech101 import Caltech101
+from .dtd import DescribableTextures
+from .eurosat import EuroSAT
+from .fgvc_aircraft import FGVCAircraft
+from .food101 import Food101
+from .imagenet import ImageNet
+from .imagenet_variants import ImageNetA, ImageNetR, ImageNetSketch, ImageNetV2
+from .oxford_flowers import OxfordFlowers
+from .oxford_pets import OxfordPets
+from .stanford_cars import StanfordCars
+from .sun397 import SUN397
+from .ucf101 import UCF101
+
+BASE_TO_NOVEL = (
+    ImageNet, Caltech101, OxfordPets, StanfordCars, OxfordFlowers, Food101,
+    FGVCAircraft, SUN397, DescribableTextures, EuroSAT, UCF101,
+)
+DOMAIN_GENERALIZATION = (ImageNetV2, ImageNetSketch, ImageNetA, ImageNetR)
 
 
 def add_dataset_config(cfg):

@@ -172,31 +172,36 @@ def split_class_folders(image_dir, ignored=(), rename=None):
 # ----------------------------------------------------------------------------- few-shot
 
 
-def draw_few_shot(items, num_shots, what="train"):
+def draw_few_shot(items, num_shots, what="train", labels=None):
     """Dassl's ``generate_fewshot_dataset(items, num_shots=K)``, call for call.
 
-    Classes with fewer than K items are kept whole, as the reference does; they are
-    named in one warning.
+    Groups by label in order of first appearance and calls ``random.sample`` once per
+    group with at least K members; smaller groups are kept whole, without a
+    ``random`` call, and named in one warning. ``random.sample`` picks depend only on
+    the group's length, so sampling indices gives the reference's picks; ``labels``
+    lets a compact listing (ImageNet) be drawn from without building every Datum.
     """
     if num_shots < 1:
         return items
+    if labels is None:
+        labels = [item.label for item in items]
     by_label = defaultdict(list)
-    for item in items:
-        by_label[item.label].append(item)
-    drawn, short = [], []
+    for idx, label in enumerate(labels):
+        by_label[label].append(idx)
+    chosen, short = [], []
     for group in by_label.values():
         if len(group) >= num_shots:
-            drawn.extend(random.sample(group, num_shots))
+            chosen.extend(random.sample(group, num_shots))
         else:
-            drawn.extend(group)
-            short.append(f"{group[0].classname} ({len(group)})")
+            chosen.extend(group)
+            short.append(f"{items[group[0]].classname} ({len(group)})")
     if short:
         print(
             f"WARNING: {num_shots} shots requested but {len(short)} class(es) have fewer {what} "
             f"images; all of their images are used: {', '.join(short[:10])}"
             + (f" and {len(short) - 10} more" if len(short) > 10 else "")
         )
-    return drawn
+    return [items[idx] for idx in chosen]
 
 
 def fewshot_cache_path(dataset_dir, num_shots, seed, tag=""):
@@ -225,7 +230,7 @@ def few_shot(cfg, dataset_dir, train, val=None, name="", tag=""):
             val = make_items(cached["val"], dataset_dir, name, source)
         return train, val
 
-    train = draw_few_shot(train, num_shots, "train")
+    train = draw_few_shot(train, num_shots, "train", getattr(train, "labels", None))
     data = {"train": relative_rows(train, dataset_dir)}
     if val is not None:
         val = draw_few_shot(val, min(num_shots, 4), "val")
