@@ -22,7 +22,7 @@ class CheckpointNotFoundError(UserError, FileNotFoundError):
 
 
 def _atomic_write(save_dir, fpath, write):
-    fd, tmp = tempfile.mkstemp(dir=save_dir, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=save_dir, prefix="tmp-", suffix=".part")  # torch.save rejects names starting with "."
     os.close(fd)
     try:
         write(tmp)

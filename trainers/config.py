@@ -1,0 +1,16 @@
+"""cfg.TRAINER.<NAME> nodes: every trainer key and its default, documented once.
+
+Names and defaults follow the peer repositories (CoOp, MaPLe, PromptSRC,
+KgCoOp), so their YAML configs merge unchanged.
+"""
+from yacs.config import CfgNode as CN
+
+
+def add_trainer_config(cfg):
+    # CoOp (also used by ZeroshotCLIP for PREC, as in the peers' zeroshot.sh)
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16  # number of learnable context tokens
+    cfg.TRAINER.COOP.CSC = False  # class-specific context (one context per class)
+    cfg.TRAINER.COOP.CTX_INIT = ""  # init words, e.g. "a photo of a" (sets N_CTX to its length)
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32 or amp; always fp32 on CPU
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front

@@ -1,0 +1,39 @@
+"""Zero-shot CLIP with the per-dataset hand-crafted template (CoOp's
+ZeroshotCLIP). Nothing is learned; it only evaluates."""
+import torch
+import torch.nn as nn
+
+from clip_backbone import build_backbone, resolve_precision
+from dassl_compat import TRAINER_REGISTRY, TrainerX
+
+from .base import PromptCLIP
+from .templates import clean_classname, dataset_template
+
+
+class ZeroshotModel(PromptCLIP):
+    def __init__(self, backbone, prompts):
+        super().__init__(backbone, nn.Module())
+        with torch.no_grad():
+            self.register_buffer("class_text_features", backbone.encode_prompts(prompts))
+
+    def encode_text_features(self):
+        return self.class_text_features
+
+
+@TRAINER_REGISTRY.register()
+class ZeroshotCLIP(TrainerX):
+    def build_model(self):
+        cfg = self.cfg
+        precision = resolve_precision(cfg.TRAINER.COOP.PREC, self.device)
+        backbone = build_backbone(cfg, self.device, precision)
+        template = dataset_template(cfg.DATASET.NAME)
+        prompts = [template.format(clean_classname(c)) for c in self.dm.dataset.classnames]
+        print(f"Prompts: {prompts[:3]}{' ...' if len(prompts) > 3 else ''}")
+        self.model = ZeroshotModel(backbone, prompts).to(self.device)
+
+    def model_inference(self, images):
+        return self.model(images)
+
+    def train(self):
+        print("ZeroshotCLIP learns nothing; evaluating instead of training")
+        self.test()
