@@ -1,0 +1,179 @@
+"""Read final accuracies out of Dassl logs, and find runs in the peers' output layout.
+
+Shared by ``tools/results.py``, ``tools/sweep.py``, the scripts and the tests.
+
+What counts as a run's result
+-----------------------------
+* A training log (it has ``epoch [e/E] batch [b/B]`` lines): the last ``* accuracy: X%``
+  after the end-of-training line. Dassl >= 0.6.1 prints ``Finish training``, older Dassl
+  ``Finished training``; both are accepted. Evaluations printed before that line (e.g.
+  per-epoch validation) are not the result, and a training log with no end-of-training
+  line is unfinished: it has no result.
+* An eval-only log (``--eval-only``: no training lines, no end-of-training line): the last
+  ``* accuracy: X%`` after the last ``=> result``.
+* Accuracies with any number of decimals are read (Dassl prints one since 0.6.2, two before).
+
+Which log file of a run directory
+---------------------------------
+Dassl's ``setup_logger`` never overwrites ``log.txt``: a second run into the same
+directory (a resumed training, a repeated evaluation) writes ``log.txt-YYYY-MM-DD-HH-MM-SS``.
+So after an interrupted training is resumed, ``log.txt`` holds the unfinished part and the
+result sits in the timestamped file. We therefore read ``log.txt`` and its timestamped
+siblings, and take the result of the *newest* file that has one (``log.txt`` is the oldest:
+it is always written first). Other names (``log.txt.bak``, ``log.txt-old``) are ignored.
+``RunResult.log_file`` says which file was used and ``n_results`` how many files had one,
+so a repeated evaluation is visible.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable, List, Optional
+
+END_OF_TRAINING = ("Finish training", "Finished training")
+RESULT_HEADER = "=> result"
+ACCURACY_RE = re.compile(r"^\*\s*accuracy:\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*%")
+TRAIN_LINE_RE = re.compile(r"^epoch \[\d+/\d+\]")
+LOG_NAME = "log.txt"
+BACKUP_RE = re.compile(r"^log\.txt-(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})$")
+
+# The 11 base-to-novel datasets, by their config-file (output directory) names.
+BASE2NEW_DATASETS = (
+    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
+)
+
+
+def final_accuracy(lines: Iterable[str]) -> Optional[float]:
+    """The run's final test accuracy (percent) from a log's lines, or None if it has none."""
+    is_training = False
+    after_end = False
+    after_result = False
+    last_after_end = None
+    last_after_result = None
+    for raw in lines:
+        line = raw.strip()
+        if TRAIN_LINE_RE.match(line):
+            is_training = True
+        elif line in END_OF_TRAINING:
+            after_end = True
+            after_result = False
+        elif line == RESULT_HEADER:
+            after_result = True
+        else:
+            m = ACCURACY_RE.match(line)
+            if m and after_result:
+                value = float(m.group(1))
+                last_after_result = value
+                if after_end:
+                    last_after_end = value
+    if after_end:
+        return last_after_end
+    if is_training:
+        return None
+    return last_after_result
+
+
+def log_files(run_dir: str) -> List[str]:
+    """``log.txt`` and its timestamped siblings in ``run_dir``, oldest first."""
+    try:
+        names = os.listdir(run_dir)
+    except FileNotFoundError:
+        return []
+    backups = sorted((m.group(1), n) for n in names for m in [BACKUP_RE.match(n)] if m)
+    files = [LOG_NAME] if LOG_NAME in names else []
+    files += [n for _, n in backups]
+    return [os.path.join(run_dir, n) for n in files]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: str
+    accuracy: Optional[float]  # None: no log, or no log with a result (unfinished)
+    log_file: Optional[str]  # the file the accuracy came from
+    n_results: int  # how many log files of the run had a result
+
+    @property
+    def finished(self) -> bool:
+        return self.accuracy is not None
+
+
+def read_file_accuracy(path: str) -> Optional[float]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return final_accuracy(f)
+
+
+def read_run(run_dir: str) -> RunResult:
+    """The result of one run directory (see the module docstring for which file counts)."""
+    found = [(p, a) for p in log_files(run_dir) for a in [read_file_accuracy(p)] if a is not None]
+    if not found:
+        return RunResult(run_dir, None, None, 0)
+    path, acc = found[-1]
+    return RunResult(run_dir, acc, path, len(found))
+
+
+def run_finished(run_dir: str) -> bool:
+    return read_run(run_dir).finished
+
+
+# ---------------------------------------------------------------------------------------
+# Output layout (peers.md §4):
+#   <root>/base2new/train_base/<DATASET>/shots_<K>/<TRAINER>/<CFG>/seed<S>/log.txt
+#   <root>/base2new/test_new/<DATASET>/shots_<K>/<TRAINER>/<CFG>/seed<S>/log.txt
+#   <root>/base2new/test_base/...   (reproduce_*.sh: base accuracy from an eval-only log)
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    trainer: str
+    cfg: str
+    dataset: str
+    shots: int
+    seed: int
+
+    def relpath(self) -> str:
+        return os.path.join(self.dataset, f"shots_{self.shots}", self.trainer, self.cfg,
+                            f"seed{self.seed}")
+
+    def __str__(self) -> str:
+        return f"{self.trainer}/{self.cfg} {self.dataset} shots_{self.shots} seed{self.seed}"
+
+
+def base2new_dirs(output_root: str, key: RunKey) -> dict:
+    """Run directories of one grid point: train_base, test_new and test_base."""
+    root = os.path.join(output_root, "base2new")
+    return {split: os.path.join(root, split, key.relpath())
+            for split in ("train_base", "test_new", "test_base")}
+
+
+_SHOTS_RE = re.compile(r"^shots_(\d+)$")
+_SEED_RE = re.compile(r"^seed(\d+)$")
+
+
+def _subdirs(path: str) -> List[str]:
+    try:
+        return sorted(n for n in os.listdir(path)
+                      if not n.startswith(".") and os.path.isdir(os.path.join(path, n)))
+    except FileNotFoundError:
+        return []
+
+
+def find_run_keys(split_root: str) -> List[RunKey]:
+    """Every ``<DATASET>/shots_<K>/<TRAINER>/<CFG>/seed<S>`` directory under ``split_root``
+    that holds a log file (finished or not)."""
+    keys = []
+    for ds in _subdirs(split_root):
+        for shots_dir in _subdirs(os.path.join(split_root, ds)):
+            m_shots = _SHOTS_RE.match(shots_dir)
+            if not m_shots:
+                continue
+            for trainer in _subdirs(os.path.join(split_root, ds, shots_dir)):
+                for cfg in _subdirs(os.path.join(split_root, ds, shots_dir, trainer)):
+                    cfg_dir = os.path.join(split_root, ds, shots_dir, trainer, cfg)
+                    for seed_dir in _subdirs(cfg_dir):
+                        m_seed = _SEED_RE.match(seed_dir)
+                        if m_seed and log_files(os.path.join(cfg_dir, seed_dir)):
+                            keys.append(RunKey(trainer, cfg, ds, int(m_shots.group(1)),
+                                               int(m_seed.group(1))))
+    return sorted(keys)
