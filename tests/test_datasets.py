@@ -9,6 +9,7 @@ import json
 import os
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -241,19 +242,26 @@ def write_lines(path, lines):
         f.write("\n".join(lines) + "\n")
 
 
-def test_fgvc_aircraft_reads_the_official_variant_lists(tmp_path):
-    d = tmp_path / "fgvc_aircraft"
-    variants = ["707-320", "727-200", "A300B4", "Cessna 172"]
-    write_lines(d / "variants.txt", variants)
+FGVC_VARIANTS = ["707-320", "727-200", "A300B4", "Cessna 172"]
+
+
+def make_fgvc(root):
+    d = Path(root) / "fgvc_aircraft"
+    write_lines(d / "variants.txt", FGVC_VARIANTS)
     n = 1000000
     for part, per_class in (("train", 3), ("val", 2), ("test", 2)):
         lines = []
-        for v in variants:
+        for v in FGVC_VARIANTS:
             for _ in range(per_class):
                 n += 1
                 touch(d / "images" / f"{n}.jpg")
                 lines.append(f"{n} {v}")
         write_lines(d / f"images_variant_{part}.txt", lines)
+
+
+def test_fgvc_aircraft_reads_the_official_variant_lists(tmp_path):
+    make_fgvc(tmp_path)
+    variants = FGVC_VARIANTS
     ds = build(tmp_path, "FGVCAircraft")
     assert ds.classnames == variants
     assert [len(ds.train_x), len(ds.val), len(ds.test)] == [12, 8, 8]
@@ -289,11 +297,11 @@ def test_fresh_split_only_behind_create_split(tmp_path):
     assert (d / "split_fewshot" / "shot_1-seed_1-fresh.json").exists()
 
 
-def test_stanford_cars_official_mat_files_put_the_year_first(tmp_path):
+def make_cars(root):
     from scipy.io import savemat
     import numpy as np
 
-    d = tmp_path / "stanford_cars"
+    d = Path(root) / "stanford_cars"
     names = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Tesla Model S Sedan 2012"]
     meta = np.empty((1, 3), dtype=object)
     for i, n in enumerate(names):
@@ -314,25 +322,40 @@ def test_stanford_cars_official_mat_files_put_the_year_first(tmp_path):
 
     savemat(d / "devkit" / "cars_train_annos.mat", annos("cars_train", 5))
     savemat(d / "cars_test_annos_withlabels.mat", annos("cars_test", 2))
+
+
+def test_stanford_cars_official_mat_files_put_the_year_first(tmp_path):
+    d = tmp_path / "stanford_cars"
+    make_cars(tmp_path)
     ds = build(tmp_path, "StanfordCars", CREATE_SPLIT=True)
     assert ds.classnames == ["2000 AM General Hummer SUV", "2012 Acura RL Sedan", "2012 Tesla Model S Sedan"]
     assert [len(ds.train_x), len(ds.val), len(ds.test)] == [12, 3, 6]
     assert ds.train_x[0].impath.startswith(str(d / "cars_train"))
 
 
-def test_oxford_flowers_official_labels_and_names(tmp_path):
+def make_flowers(root):
     from scipy.io import savemat
     import numpy as np
 
-    d = tmp_path / "oxford_flowers"
+    d = Path(root) / "oxford_flowers"
     labels = [1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 3, 3, 3, 3, 3]
     for i in range(len(labels)):
         touch(d / "jpg" / f"image_{i + 1:05d}.jpg")
     savemat(d / "imagelabels.mat", {"labels": np.array([labels], dtype=np.uint8)})
     (d / "cat_to_name.json").write_text(json.dumps({"1": "pink primrose", "2": "sweet pea", "3": "lotus"}))
+
+
+def test_oxford_flowers_official_labels_and_names(tmp_path):
+    make_flowers(tmp_path)
     ds = build(tmp_path, "OxfordFlowers", CREATE_SPLIT=True)
     assert ds.classnames == ["pink primrose", "sweet pea", "lotus"]
     assert [len(ds.train_x), len(ds.val), len(ds.test)] == [6, 3, 6]  # round(2.5) = 2 train, 1 val, 2 test each
+
+
+def make_class_folders(root, folder, image_subdir, class_folders, per_class=10):
+    for c in class_folders:
+        for i in range(per_class):
+            touch(Path(root) / folder / image_subdir / c / f"{i}.jpg")
 
 
 @pytest.mark.parametrize("name,folder,image_subdir,class_folders,expected", [
@@ -345,16 +368,14 @@ def test_oxford_flowers_official_labels_and_names(tmp_path):
     ("Food101", "food-101", "images", ["ramen", "apple_pie"], ["apple_pie", "ramen"]),
 ])
 def test_class_folder_datasets_fresh_split_names(tmp_path, name, folder, image_subdir, class_folders, expected):
-    for c in class_folders:
-        for i in range(10):
-            touch(tmp_path / folder / image_subdir / c / f"{i}.jpg")
+    make_class_folders(tmp_path, folder, image_subdir, class_folders)
     ds = build(tmp_path, name, CREATE_SPLIT=True)
     assert ds.classnames == expected  # sorted folders (ignored ones dropped), then renamed
     assert [len(ds.train_x), len(ds.val), len(ds.test)] == [5 * len(expected), 2 * len(expected), 3 * len(expected)]
 
 
-def test_sun397_official_lists_reverse_the_scene_path(tmp_path):
-    d = tmp_path / "sun397"
+def make_sun(root):
+    d = Path(root) / "sun397"
     scenes = ["/a/abbey", "/b/bakery/shop", "/c/church/outdoor"]
     write_lines(d / "ClassName.txt", scenes)
     train, test = [], []
@@ -364,13 +385,17 @@ def test_sun397_official_lists_reverse_the_scene_path(tmp_path):
             (train if i < 5 else test).append(f"{s}/sun_{i}.jpg")
     write_lines(d / "Training_01.txt", train)
     write_lines(d / "Testing_01.txt", test)
+
+
+def test_sun397_official_lists_reverse_the_scene_path(tmp_path):
+    make_sun(tmp_path)
     ds = build(tmp_path, "SUN397", CREATE_SPLIT=True)
     assert ds.classnames == ["abbey", "shop bakery", "outdoor church"]
     assert [len(ds.train_x), len(ds.val), len(ds.test)] == [12, 3, 3]
 
 
-def test_ucf101_official_lists_split_camel_case(tmp_path):
-    d = tmp_path / "ucf101"
+def make_ucf(root):
+    d = Path(root) / "ucf101"
     write_lines(d / "ucfTrainTestlist" / "classInd.txt", ["1 ApplyEyeMakeup", "2 YoYo"])
     train, test = [], []
     for action, folder in (("ApplyEyeMakeup", "Apply_Eye_Makeup"), ("YoYo", "Yo_Yo")):
@@ -379,6 +404,10 @@ def test_ucf101_official_lists_split_camel_case(tmp_path):
             (train if g <= 5 else test).append(f"{action}/v_{action}_g{g:02d}_c01.avi" + (f" {1}" if g <= 5 else ""))
     write_lines(d / "ucfTrainTestlist" / "trainlist01.txt", train)
     write_lines(d / "ucfTrainTestlist" / "testlist01.txt", test)
+
+
+def test_ucf101_official_lists_split_camel_case(tmp_path):
+    make_ucf(tmp_path)
     ds = build(tmp_path, "UCF101", CREATE_SPLIT=True)
     assert ds.classnames == ["Apply_Eye_Makeup", "Yo_Yo"]
     assert [len(ds.train_x), len(ds.val), len(ds.test)] == [8, 2, 2]
@@ -437,29 +466,38 @@ def test_imagenet_cold_start_uses_the_listing_cache(tmp_path, monkeypatch):
     assert len(ds.train_x) == 18 and not any(p.endswith(".JPEG") for p in calls)
 
 
+def make_variant(root, folder, image_subdir):
+    d = Path(root) / folder
+    write_lines(d / "classnames.txt", [f"{w} {n}" for w, n in zip(WNIDS, NAMES)])
+    for w in (WNIDS[4], WNIDS[1], WNIDS[3]):  # a subset of classes, as A and R have
+        for i in range(3):
+            touch(d / image_subdir / w / f"{i}.jpg")
+    if folder != "imagenet-sketch":
+        (d / image_subdir / "README.txt").write_text("readme")
+
+
+def make_imagenetv2(root):
+    d = Path(root) / "imagenetv2"
+    write_lines(d / "classnames.txt", [f"{w} {n}" for w, n in zip(WNIDS, NAMES)])
+    for label in range(5):
+        for i in range(2):
+            touch(d / "imagenetv2-matched-frequency-format-val" / str(label) / f"{i}.jpeg")
+
+
 @pytest.mark.parametrize("name,folder,image_subdir", [
     ("ImageNetSketch", "imagenet-sketch", "images"),
     ("ImageNetA", "imagenet-adversarial", "imagenet-a"),
     ("ImageNetR", "imagenet-rendition", "imagenet-r"),
 ])
 def test_imagenet_variants_with_wnid_folders(tmp_path, name, folder, image_subdir):
-    d = tmp_path / folder
-    write_lines(d / "classnames.txt", [f"{w} {n}" for w, n in zip(WNIDS, NAMES)])
-    for w in (WNIDS[4], WNIDS[1], WNIDS[3]):  # a subset of classes, as A and R have
-        for i in range(3):
-            touch(d / image_subdir / w / f"{i}.jpg")
-    (d / image_subdir / "README.txt").write_text("readme")
+    make_variant(tmp_path, folder, image_subdir)
     ds = build(tmp_path, name)
     assert ds.classnames == ["goldfish", "tiger shark", "hammerhead shark"]
     assert len(ds.test) == 9 and ds.val is None
 
 
 def test_imagenetv2_folders_are_labels_in_classnames_order(tmp_path):
-    d = tmp_path / "imagenetv2"
-    write_lines(d / "classnames.txt", [f"{w} {n}" for w, n in zip(WNIDS, NAMES)])
-    for label in range(5):
-        for i in range(2):
-            touch(d / "imagenetv2-matched-frequency-format-val" / str(label) / f"{i}.jpeg")
+    make_imagenetv2(tmp_path)
     ds = build(tmp_path, "ImageNetV2")
     assert ds.classnames == NAMES and len(ds.test) == 10
     assert {(d_.label, d_.classname) for d_ in ds.test if "/3/" in d_.impath} == {(3, "tiger shark")}
