@@ -22,7 +22,7 @@ import os
 import random
 from collections import defaultdict
 
-from dassl_compat import DatasetBase, Datum, mkdir_if_missing, read_json, write_json
+from dassl_compat import DatasetBase, Datum, listdir_nohidden, mkdir_if_missing, read_json, write_json
 from errors import ConfigError, DatasetError
 
 FEWSHOT_DIR = "split_fewshot"
@@ -157,8 +157,6 @@ def split_by_ratio(groups, p_trn=0.5, p_val=0.2):
 
 def split_class_folders(image_dir, ignored=(), rename=None):
     """Fresh 50/20/30 split over ``image_dir/<class>/*`` (DTD, Food101, Caltech101, EuroSAT)."""
-    from dassl_compat import listdir_nohidden
-
     rename = rename or {}
     folders = sorted(c for c in listdir_nohidden(image_dir) if c not in ignored)
     groups = []
