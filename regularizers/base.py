@@ -104,7 +104,8 @@ def needed_features(regularizers):
 
 
 def regularization_loss(regularizers, feats):
-    """Sum of the regularizers' losses, and their merged summary items."""
+    """Sum of the regularizers' losses (None if there are none), and their merged summary
+    items."""
     total, summary = None, {}
     for reg in regularizers:
         loss, items = reg(feats)

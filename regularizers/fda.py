@@ -109,6 +109,11 @@ def normalize(z):
     return F.normalize(z.float(), dim=-1)
 
 
+def full_precision(device):
+    """A context that turns autocast off, so that the losses run in float32 under AMP too."""
+    return torch.autocast(device_type=torch.device(device).type, enabled=False)
+
+
 def fda_loss(z, z_hat, k, tau, threshold="adaptive", threshold_value=0.5, neg_weight="sim",
              eps=0.01):
     """Plain FDA loss (a scalar) of fine-tuned ``z`` against pre-trained ``z_hat``.

@@ -15,6 +15,7 @@ comparison.
 import torch
 
 from .base import Regularizer
+from .fda import full_precision
 
 _NORM_EPS = 1e-10
 
@@ -66,9 +67,10 @@ class LDIFS(Regularizer):
                     f"LDIFS: {len(prompted)} prompted vs {len(frozen)} frozen hidden states "
                     f"for the {tower} tower."
                 )
-            distance = torch.stack(
-                [ldifs_distance(p, f, self.norm_dim) for p, f in zip(prompted, frozen)]
-            ).mean()
+            with full_precision(prompted[0].device):
+                distance = torch.stack(
+                    [ldifs_distance(p, f, self.norm_dim) for p, f in zip(prompted, frozen)]
+                ).mean()
             total = total + distance
             summary[f"ldifs_{tower}"] = distance.item()
         return self.weight * total, summary

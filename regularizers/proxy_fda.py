@@ -2,7 +2,7 @@
 from errors import ConfigError
 
 from .base import Regularizer
-from .fda import NEG_WEIGHTS, THRESHOLDS, fda_loss
+from .fda import NEG_WEIGHTS, THRESHOLDS, fda_loss, full_precision
 from .proxy import ProxyGenerator, proxy_fda_terms
 
 TEMPLATE_CHOICES = ("dataset", "ensemble")
@@ -66,13 +66,15 @@ class ProxyFDA(Regularizer):
         for set_name, weight in self.weights.items():
             z = self._get(feats, set_name)
             z_hat = self._get(feats, set_name + "_frozen")
-            if self.generator is None:
-                term = fda_loss(z, z_hat, **self.options)
-            else:
-                term, proxy_loss = proxy_fda_terms(
-                    z, z_hat, self.generator, alpha=self.alpha, gamma=self.gamma, **self.options
-                )
-                proxy_total = proxy_total + proxy_loss
+            with full_precision(z.device):
+                if self.generator is None:
+                    term = fda_loss(z, z_hat, **self.options)
+                else:
+                    term, proxy_loss = proxy_fda_terms(
+                        z, z_hat, self.generator, alpha=self.alpha, gamma=self.gamma,
+                        **self.options,
+                    )
+                    proxy_total = proxy_total + proxy_loss
             total = total + weight * term
             summary[f"fda_{set_name}"] = term.item()
         if self.generator is not None:

@@ -36,7 +36,7 @@ def generator(d=DIM, seed=0, **kwargs):
     return ProxyGenerator(d, **kwargs)
 
 
-# ---- FDA ------------------------------------------------------------------------------------------
+# ---- FDA ------------------------------------------------------------------------------------
 
 def test_knn_graph_equals_brute_force():
     _, z_hat = features(12)
@@ -97,7 +97,8 @@ def test_loss_is_unchanged_by_a_rotation_of_the_fine_tuned_space(neg_weight, thr
 def test_per_sample_sets_share_one_pretrained_graph():
     z, z_hat = features(10)
     batched = torch.stack([z, z.detach() * 2.0])  # a rescaled copy has the same cosines
-    assert torch.allclose(fda_loss(batched, z_hat, **FDA_OPTIONS), fda_loss(z, z_hat, **FDA_OPTIONS))
+    assert torch.allclose(fda_loss(batched, z_hat, **FDA_OPTIONS),
+                          fda_loss(z, z_hat, **FDA_OPTIONS))
     g = generator()
     fda_b, _ = proxy_fda_terms(batched, z_hat, g, **FDA_OPTIONS)
     fda_1, _ = proxy_fda_terms(z, z_hat, g, **FDA_OPTIONS)
@@ -402,3 +403,15 @@ def test_bad_options_are_config_errors():
         build_regularizers(cfg)
     with pytest.raises(ConfigError):
         build_regularizers(cfg, embed_dim=DIM, towers=("audio",))
+
+
+def test_losses_run_in_float32_under_autocast():
+    cfg = config(proxyfda=True, ldifs=True)
+    regs = build_regularizers(cfg, embed_dim=DIM)
+    z, z_hat = features(8)
+    hidden = torch.randn(8, 4, DIM)
+    feats = FeatureSets(text=z.bfloat16(), text_frozen=z_hat.bfloat16(),
+                        hidden={"text": ([hidden.bfloat16()], [hidden])})
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = [reg(feats)[0] for reg in regs]
+    assert all(loss.dtype == torch.float32 for loss in losses)
