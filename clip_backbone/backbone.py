@@ -61,6 +61,11 @@ class CLIPBackbone(nn.Module):
     def vision_width(self):
         return self.image.width
 
+    @property
+    def embed_dim(self):
+        """Width of the joint (projected) image/text feature space."""
+        return self.clip.visual.output_dim
+
     def tokenize(self, texts):
         return self.tokenizer(list(texts)).to(self.token_embedding.weight.device)
 

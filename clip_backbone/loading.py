@@ -10,11 +10,13 @@ Three kinds of name are accepted:
 * a path to a local OpenAI-format weights file (a TorchScript archive or a plain
   state dict); the architecture is inferred from the tensor shapes.
 """
+import logging
 import os
 import os.path as osp
 import warnings
 
 import open_clip
+from open_clip.model import build_model_from_openai_state_dict
 import torch
 
 from errors import ConfigError, WeightsError
@@ -44,10 +46,14 @@ def openai_cache_dir():
 
 def _offline_hint(name, archive):
     return (
-        f"On an offline machine, copy the OpenAI weights file {archive} there and "
-        f"either put it in {openai_cache_dir()} or pass its path: "
-        f"MODEL.BACKBONE.NAME /path/to/{archive}"
+        f"Offline, put the OpenAI weights file {archive} in {openai_cache_dir()} "
+        f"or pass its path: MODEL.BACKBONE.NAME /path/to/{archive}"
     )
+
+
+def _reason(exc):
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {first.split(': ')[0]}"
 
 
 def read_openai_state_dict(path):
@@ -69,29 +75,45 @@ def read_openai_state_dict(path):
             ) from None
     if isinstance(state_dict, dict) and "state_dict" in state_dict:
         state_dict = state_dict["state_dict"]
+    if isinstance(state_dict, dict):
+        state_dict = {k[len("module."):] if k.startswith("module.") else k: v
+                      for k, v in state_dict.items()}
     if not isinstance(state_dict, dict) or "text_projection" not in state_dict:
         raise WeightsError(
             f"{path} is not an OpenAI-format CLIP state dict (no 'text_projection' key)."
         )
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    # TorchScript archives also carry the causal masks, which are not weights.
+    return {k: v for k, v in state_dict.items() if not k.endswith("attn_mask")}
 
 
 def build_from_openai_file(path):
     state_dict = read_openai_state_dict(path)
     try:
-        model = open_clip.build_model_from_openai_state_dict(dict(state_dict), quick_gelu=True)
+        model = build_model_from_openai_state_dict(dict(state_dict), quick_gelu=True).float()
+        # open_clip loads into fp16 weights; load again in fp32 so an fp32 file
+        # (fine-tuned or random test weights) keeps its full precision.
+        expected = model.state_dict().keys()
+        missing = [k for k in expected if k not in state_dict]
+        if missing:
+            raise KeyError(f"missing keys {missing[:5]}")
+        model.load_state_dict({k: state_dict[k] for k in expected})
     except (KeyError, RuntimeError) as exc:
         raise WeightsError(f"Cannot build a CLIP model from {path}: {exc}") from None
-    return model.float().eval()
+    return model.eval()
 
 
 def _create(name, pretrained):
+    # open_clip logs download failures and random init on the root logger; we
+    # raise one error (or the user asked for random init), so keep it quiet.
+    logging.disable(logging.ERROR)
     try:
         model = open_clip.create_model(name, pretrained=pretrained)
     except RuntimeError as exc:
         if "not found" in str(exc).lower() and "model config" in str(exc).lower():
             raise ConfigError(_unknown_name_message(name)) from None
         raise
+    finally:
+        logging.disable(logging.NOTSET)
     return model.float().eval()
 
 
@@ -123,11 +145,11 @@ def load_clip(name, pretrained=""):
         except Exception as exc:  # noqa: BLE001 - any download failure
             raise WeightsError(
                 f"Could not get CLIP weights for {name} (open_clip {config!r}, tag "
-                f"{tag!r}): {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}. "
-                + _offline_hint(name, archive)
+                f"{tag!r}; {_reason(exc)}). " + _offline_hint(name, archive)
             ) from None
 
-    if osp.sep in name or name.endswith((".pt", ".pth", ".bin")):
+    if osp.isfile(name) or name.startswith(("/", ".", "~")) or name.endswith((".pt", ".pth", ".bin")):
+        name = osp.expanduser(name)
         if not osp.isfile(name):
             raise WeightsError(
                 f"MODEL.BACKBONE.NAME looks like a file path, but {name} does not exist."
@@ -151,8 +173,8 @@ def load_clip(name, pretrained=""):
         raise
     except Exception as exc:  # noqa: BLE001 - any download failure
         raise WeightsError(
-            f"Could not get weights {pretrained!r} for open_clip model {name!r}: "
-            f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}. Offline, pass a "
+            f"Could not get weights {pretrained!r} for open_clip model {name!r} "
+            f"({_reason(exc)}). Offline, pass a "
             f"local file as MODEL.BACKBONE.PRETRAINED (a path) or as MODEL.BACKBONE.NAME "
             f"(an OpenAI-format file)."
         ) from None

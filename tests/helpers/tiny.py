@@ -1,0 +1,64 @@
+"""Shared helpers for tests: tiny CLIP weights, a generated dataset, train.py runs."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TINY = "tiny-vit-quickgelu"
+
+
+def tiny_clip(seed=0, name=TINY):
+    """A randomly initialised tiny open_clip CLIP, the same for the same seed."""
+    import open_clip
+
+    import clip_backbone  # noqa: F401  (registers the tiny configs)
+
+    torch.manual_seed(seed)
+    return open_clip.create_model(name, pretrained=None).eval()
+
+
+def write_openai_state_dict(path, seed=0, name=TINY):
+    """Save a tiny CLIP as a plain OpenAI-format state dict (same keys as OpenAI's)."""
+    model = tiny_clip(seed, name)
+    torch.save(model.state_dict(), path)
+    return model
+
+
+def make_toy_dataset(root, classes=6, train_per_class=8, test_per_class=4, seed=0):
+    subprocess.run(
+        [sys.executable, "-m", "datasets.make_toy_dataset", "--out", osp.join(root, "toy"),
+         "--classes", str(classes), "--train-per-class", str(train_per_class),
+         "--test-per-class", str(test_per_class), "--seed", str(seed)],
+        cwd=REPO, check=True, capture_output=True,
+    )
+    return root
+
+
+def train_args(root, output_dir, trainer="CoOp", config="configs/trainers/CoOp/tiny_ctxv1.yaml",
+               seed=1, extra=()):
+    return [
+        "--root", str(root), "--seed", str(seed), "--trainer", trainer,
+        "--dataset-config-file", "configs/datasets/image_folder.yaml",
+        "--config-file", config, "--output-dir", str(output_dir), *extra,
+    ]
+
+
+def run_train(args, script="train.py", env=None, check=True):
+    """Run train.py (or a helper script taking the same arguments) in a subprocess."""
+    full_env = dict(os.environ, DASSL_ENGINE="builtin", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, script, *map(str, args)], cwd=REPO, env=full_env,
+        capture_output=True, text=True, timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def read_log(output_dir):
+    with open(osp.join(output_dir, "log.txt")) as f:
+        return f.read()

@@ -1,0 +1,144 @@
+"""The open_clip backbone: loading by name or file, and prompt-free towers
+that equal open_clip's own encode_text / encode_image."""
+import pytest
+import torch
+
+from clip_backbone import CLIPBackbone, load_clip, resolve_precision
+from clip_backbone.loading import get_tokenizer
+from errors import ConfigError, WeightsError
+from tests.helpers.tiny import tiny_clip, write_openai_state_dict
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = tiny_clip(seed=0)
+    return model, CLIPBackbone(model, get_tokenizer(model, "tiny-vit-quickgelu"))
+
+
+@pytest.mark.parametrize("name", ["tiny-vit-quickgelu", "tiny-vit-wide-quickgelu"])
+def test_towers_without_prompts_equal_open_clip_encoders(name):
+    model = tiny_clip(seed=1, name=name)
+    backbone = CLIPBackbone(model, get_tokenizer(model, name))
+    tokens = backbone.tokenize(["a photo of a dog.", "a red circle", "x"])
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        text = backbone.text(backbone.embed(tokens), tokens)
+        image = backbone.image(images)
+        assert (text - model.encode_text(tokens)).abs().max() < 1e-5
+        assert (image - model.encode_image(images)).abs().max() < 1e-5
+
+
+def test_deep_prompts_replace_text_tokens_after_the_first_token(tiny):
+    _, backbone = tiny
+    tokens = backbone.tokenize(["a photo of a dog."])
+    seen = []
+    hooks = [b.register_forward_pre_hook(lambda m, a, kw: seen.append(a[0].clone()), with_kwargs=True)
+             for b in backbone.text.transformer.resblocks]
+    prompt = torch.full((2, backbone.text_width), 7.0)
+    try:
+        with torch.no_grad():
+            backbone.text(backbone.embed(tokens), tokens, deep_prompts=[prompt, None])
+    finally:
+        for h in hooks:
+            h.remove()
+    assert torch.equal(seen[1][0, 1:3], prompt)  # layer 1: tokens 1..2 replaced
+    assert not torch.equal(seen[2][0, 1:3], prompt)  # layer 2: None leaves it alone
+    assert not torch.equal(seen[0][0, 1:3], prompt)  # layer 0 is the shallow input
+
+
+def test_vision_prompts_enter_before_ln_pre_and_deep_ones_replace_the_last_tokens(tiny):
+    _, backbone = tiny
+    images = torch.randn(2, 3, 32, 32)
+    shallow = torch.randn(3, backbone.vision_width)
+    deep = torch.full((3, backbone.vision_width), 5.0)
+    seen = {}
+    ln = backbone.clip.visual.ln_pre.register_forward_hook(lambda m, a, out: seen.update(ln_in=a[0]))
+    blk = backbone.clip.visual.transformer.resblocks[1].register_forward_pre_hook(
+        lambda m, a, kw: seen.update(block1=a[0].clone()), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            backbone.image(images, shallow_prompt=shallow, deep_prompts=[deep])
+    finally:
+        ln.remove()
+        blk.remove()
+    n_patches = (32 // 8) ** 2
+    assert seen["ln_in"].shape[1] == 1 + n_patches + 3
+    assert torch.equal(seen["ln_in"][0, -3:], shallow)  # appended, no positional embedding
+    assert torch.equal(seen["block1"][:, -3:], deep.expand(2, -1, -1))
+
+
+def test_local_openai_state_dict_builds_the_right_architecture(tmp_path):
+    path = tmp_path / "tiny.pt"
+    reference = write_openai_state_dict(path, seed=3, name="tiny-vit-wide-quickgelu")
+    model, tokenizer_name = load_clip(str(path))
+    assert tokenizer_name is None
+    assert model.visual.transformer.width == 128 and model.transformer.width == 64
+    assert len(model.visual.transformer.resblocks) == 4
+    assert model.visual.conv1.weight.shape[-1] == 8 and model.visual.image_size == (32, 32)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_local_torchscript_archive_loads(tmp_path):
+    reference = tiny_clip(seed=4)
+    archive = tmp_path / "tiny-jit.pt"
+    torch.jit.save(torch.jit.trace(reference, (torch.randn(1, 3, 32, 32),
+                                               torch.zeros(1, 77, dtype=torch.long)), strict=False),
+                   str(archive))
+    model, _ = load_clip(str(archive))
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_wrapped_state_dict_with_module_prefix_loads(tmp_path):
+    reference = tiny_clip(seed=5)
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, path)
+    model, _ = load_clip(str(path))
+    assert torch.equal(model.text_projection, reference.text_projection)
+
+
+def test_missing_weights_offline_say_how_to_pass_a_local_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CLIP_CACHE_DIR", str(tmp_path))
+    with pytest.raises(WeightsError, match=r"MODEL\.BACKBONE\.NAME /path/to/ViT-B-16\.pt"):
+        load_clip("ViT-B/16")
+
+
+def test_openai_cache_file_is_used_before_any_download(tmp_path, monkeypatch):
+    # An offline cluster with the peers' ~/.cache/clip/ViT-B-16.pt: no network needed.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CLIP_CACHE_DIR", str(tmp_path))
+    reference = write_openai_state_dict(tmp_path / "ViT-B-16.pt", seed=6)
+    model, name = load_clip("ViT-B/16")
+    assert name == "ViT-B-16-quickgelu"
+    assert torch.equal(model.token_embedding.weight, reference.token_embedding.weight)
+
+
+@pytest.mark.parametrize("name, pretrained, error, message", [
+    ("ViT-Z/99", "", ConfigError, "Unknown backbone"),
+    ("/no/such/ViT-B-16.pt", "", WeightsError, "does not exist"),
+    ("tiny-vit-quickgelu", "", ConfigError, "set MODEL.BACKBONE.PRETRAINED"),
+    ("", "", ConfigError, "MODEL.BACKBONE.NAME is empty"),
+])
+def test_bad_backbone_names_end_in_one_clear_error(name, pretrained, error, message):
+    with pytest.raises(error, match=message):
+        load_clip(name, pretrained)
+
+
+def test_a_file_that_is_not_clip_weights_is_refused(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(WeightsError, match="not an OpenAI-format CLIP state dict"):
+        load_clip(str(path))
+
+
+def test_fp16_and_amp_fall_back_to_fp32_on_cpu_with_a_warning(capsys):
+    assert resolve_precision("fp16", "cpu") == "fp32"
+    assert "WARNING: PREC fp16 needs CUDA" in capsys.readouterr().out
+    assert resolve_precision("amp", torch.device("cpu")) == "fp32"
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("fp16", "cuda") == "fp16"
+    with pytest.raises(ConfigError, match="PREC must be one of"):
+        resolve_precision("bf8", "cpu")
