@@ -126,6 +126,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--accuracy", type=float)
     p.add_argument("--crash-if-exists", help="stop with exit 1 after the first epoch "
                                              "when this file exists (an interrupted run)")
+    p.add_argument("--sleep-per-epoch", type=float, default=0.0)
     p.add_argument("--record", help="append one line per invocation to this file")
     p.add_argument("opts", nargs="*", help="KEY VALUE config overrides (ignored)")
     args, _ = p.parse_known_args(argv)
@@ -134,32 +135,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log_path = new_log_path(args.output_dir)
     acc = args.accuracy if args.accuracy is not None else \
         _fake_accuracy(args.output_dir, args.seed, args.eval_only)
-    if args.eval_only:
-        text = eval_log(acc, output_dir=args.model_dir, seed=args.seed,
-                        load_epoch=args.load_epoch or 0)
-        start = None
-    else:
-        done = _checkpoint_epochs(args.output_dir)
-        start = done[-1] if done else 0
-        crash = bool(args.crash_if_exists and os.path.exists(args.crash_if_exists))
-        stop = start + 1 if crash else None
-        text = training_log(acc, max_epoch=args.epochs, start_epoch=start,
-                            stop_after_epoch=stop, output_dir=args.output_dir, seed=args.seed)
-        ckpt_dir = os.path.join(args.output_dir, "prompt_learner")
-        os.makedirs(ckpt_dir, exist_ok=True)
-        for e in range(start + 1, (stop or args.epochs) + 1):
-            open(os.path.join(ckpt_dir, f"model.pth.tar-{e}"), "wb").close()
     if args.record:
         with open(args.record, "a", encoding="utf-8") as f:
+            start = None if args.eval_only else (_checkpoint_epochs(args.output_dir) or [0])[-1]
             kind = "test" if args.eval_only else f"train start_epoch={start}"
             f.write(f"{kind} {os.path.abspath(args.output_dir)}\n")
+    if args.eval_only:
+        with open(log_path, "w", encoding="utf-8") as f:
+            f.write(eval_log(acc, output_dir=args.model_dir, seed=args.seed,
+                             load_epoch=args.load_epoch or 0))
+        return 0
+
+    done = _checkpoint_epochs(args.output_dir)
+    start = done[-1] if done else 0
+    crash = bool(args.crash_if_exists and os.path.exists(args.crash_if_exists))
+    text = training_log(acc, max_epoch=args.epochs, start_epoch=start,
+                        stop_after_epoch=start + 1 if crash else None,
+                        output_dir=args.output_dir, seed=args.seed)
+    ckpt_dir = os.path.join(args.output_dir, "prompt_learner")
+    os.makedirs(ckpt_dir, exist_ok=True)
+    # Written line by line, one checkpoint per epoch, so a killed run leaves what Dassl would.
     with open(log_path, "w", encoding="utf-8") as f:
-        f.write(text)
-    if not args.eval_only and stop is not None:
+        for line in text.splitlines():
+            if line.startswith("epoch [") and " batch [1/" in line:
+                time.sleep(args.sleep_per_epoch)
+            if line.startswith("Checkpoint saved to"):
+                epoch = line.rsplit("-", 1)[1]
+                open(os.path.join(ckpt_dir, f"model.pth.tar-{epoch}"), "wb").close()
+            f.write(line + "\n")
+            f.flush()
+    if crash:
         print("interrupted (stand-in crash)", file=sys.stderr)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
