@@ -258,11 +258,7 @@ def run_local(points: Sequence[Point], slots: Sequence[Optional[int]], log_dir: 
             except Exception as e:  # a failed run does not stop the sweep
                 failures[str(point)] = _short_error(e)
                 msg = f"FAILED {point}: {failures[str(point)]}"
-            if bar is not None:
-                bar.write(msg)
-                bar.update(1)
-            else:
-                print(msg, flush=True)
+            _emit(bar, msg)
     except KeyboardInterrupt:
         stop.set()
         raise
@@ -297,14 +293,20 @@ def run_slurm(points: Sequence[Point], log_dir: str, timeout_min: int, parallel:
                 failures[str(point)] = _short_error(e)
                 failures[str(point)] += f" (log: {job.paths.stderr})"
                 msg = f"FAILED {point}: {failures[str(point)]}"
-            if bar is not None:
-                bar.write(msg)
-                bar.update(1)
+            _emit(bar, msg)
         time.sleep(10)
     return failures
 
 
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit): ")
+
+
+def _emit(bar, msg: str) -> None:
+    if bar is None:
+        print(msg, flush=True)
+    else:
+        bar.write(msg)
+        bar.update(1)
 
 
 def _short_error(e: BaseException) -> str:
@@ -400,7 +402,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [REPO] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
     log_dir = os.path.join(os.path.abspath(args.output), "sweep_logs")
-    slots = local_slots(args.gpus, args.cpu)
+    slots = [] if args.slurm else local_slots(args.gpus, args.cpu)
     if not args.slurm:
         print("slots: " + ", ".join("cpu" if s is None else f"gpu{s}" for s in slots),
               flush=True)
