@@ -92,16 +92,14 @@ def _merge(cfg, merge, source):
     """Run a yacs merge, turning its errors into one ConfigError."""
     try:
         merge()
-    except KeyError as exc:
+    except (KeyError, ValueError, AssertionError, TypeError) as exc:
         message = str(exc.args[0]) if exc.args else str(exc)
-        if "Non-existent config key" in message:
+        if "Non-existent" in message:  # KeyError from files, AssertionError from lists
             key = message.split(":", 1)[1].strip()
             close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"Unknown config key {key} in {source}.{hint}") from None
         raise ConfigError(f"Invalid config in {source}: {message}") from None
-    except (ValueError, AssertionError) as exc:
-        raise ConfigError(f"Invalid config in {source}: {exc}") from None
 
 
 def setup_cfg(args):

@@ -59,6 +59,12 @@ def run_train(args, script="train.py", env=None, check=True):
     return proc
 
 
-def read_log(output_dir):
-    with open(osp.join(output_dir, "log.txt")) as f:
+def read_log(output_dir, latest=False):
+    """log.txt, or with latest=True the newest log (a re-run into the same folder
+    writes log.txt-<timestamp>, as Dassl does)."""
+    name = "log.txt"
+    if latest:
+        name = max((f for f in os.listdir(output_dir) if f.startswith("log.txt")),
+                   key=lambda f: osp.getmtime(osp.join(output_dir, f)))
+    with open(osp.join(output_dir, name)) as f:
         return f.read()
