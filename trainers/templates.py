@@ -38,3 +38,15 @@ def dataset_template(dataset_name):
 
 def clean_classname(name):
     return name.replace("_", " ")
+
+
+# KgCoOp's own per-dataset templates for its hand-crafted text features; they
+# differ from CUSTOM_TEMPLATES only for DTD.
+KGCOOP_TEMPLATES = {
+    **CUSTOM_TEMPLATES,
+    "DescribableTextures": "a photo of a {}, a type of texture.",
+}
+
+
+def kgcoop_template(dataset_name):
+    return KGCOOP_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)

@@ -1,0 +1,73 @@
+"""CoCoOp (Zhou et al., CVPR 2022): CoOp's context shifted per image by a small
+meta-net of the image feature, so every image gets its own class prompts."""
+import contextlib
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dassl_compat import TRAINER_REGISTRY
+
+from .base import PromptCLIP, PromptTrainer
+from .coop import ClassPrompts, init_context
+
+
+class PromptLearner(nn.Module):
+    def __init__(self, cfg, classnames, backbone):
+        super().__init__()
+        c = cfg.TRAINER.COCOOP
+        ctx, prefix, n_ctx = init_context(backbone, c.N_CTX, c.CTX_INIT)
+        print(f'Initial context: "{prefix}"')
+        print(f"Number of context words (tokens): {n_ctx}")
+        self.ctx = nn.Parameter(ctx)
+        vis_dim = backbone.embed_dim  # the meta-net reads the projected image feature
+        self.meta_net = nn.Sequential(OrderedDict([
+            ("linear1", nn.Linear(vis_dim, vis_dim // 16)),
+            ("relu", nn.ReLU(inplace=True)),
+            ("linear2", nn.Linear(vis_dim // 16, backbone.text_width)),
+        ]))
+        self.classes = ClassPrompts(backbone, classnames, prefix, n_ctx)
+
+    def forward(self, image_features):
+        """Prompts (B, n_cls, L, D) for normalized image features (B, E)."""
+        ctx = self.ctx.unsqueeze(0) + self.meta_net(image_features).unsqueeze(1)
+        return torch.stack([self.classes.assemble(ctx_i) for ctx_i in ctx])
+
+
+class CoCoOpCLIP(PromptCLIP):
+    # Upper bound on prompts per text-encoder call; evaluation batches of
+    # (images x classes) are split into chunks of whole images below it.
+    MAX_PROMPTS_PER_CALL = 4096
+
+    def forward(self, images):
+        image_features = F.normalize(self.encode_image_features(images), dim=-1)
+        prompts = self.prompt_learner(image_features)
+        tokens = self.prompt_learner.classes.tokenized_prompts
+        n_cls = tokens.shape[0]
+        chunk = len(prompts) if torch.is_grad_enabled() else \
+            max(1, self.MAX_PROMPTS_PER_CALL // n_cls)
+        logits = []
+        for img, pts in zip(image_features.split(chunk), prompts.split(chunk)):
+            text = self.backbone.text(pts.flatten(0, 1), tokens.repeat(len(pts), 1))
+            text = F.normalize(text, dim=-1).view(len(pts), n_cls, -1)
+            logits.append(self.logit_scale.exp() * torch.einsum("bd,bcd->bc", img, text))
+        return torch.cat(logits)
+
+    @contextlib.contextmanager
+    def cached_text_features(self):
+        yield  # the class text features depend on the image: nothing to cache
+
+
+@TRAINER_REGISTRY.register()
+class CoCoOp(PromptTrainer):
+    METHOD_NODE = "COCOOP"
+    CHECKPOINT_NAME = "prompt_learner"
+
+    def build_custom_clip(self, cfg, classnames, backbone):
+        return CoCoOpCLIP(backbone, PromptLearner(cfg, classnames, backbone))
+
+    def compute_loss(self, images, labels):
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, labels)
+        return loss, self.summary(loss, logits, labels)
