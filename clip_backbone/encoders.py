@@ -18,6 +18,15 @@ Prompt hooks, as in CoOp / MaPLe / IVLP / PromptSRC:
 ``None`` entries in ``deep_prompts`` leave that layer alone. ``hidden_layers``
 asks for intermediate token features (0 = the embedding entering block 0,
 k = the output of block k), used by LDIFS.
+
+Two optional hooks let a regularizer act without any trainer code (SPEC
+decision 7); both are off (``None``) unless a regularizer is on:
+
+* ``capture_layers``: on every forward with gradients enabled (the prompted
+  training pass, not the frozen no-grad passes), the hidden states at these
+  indices are kept in ``captured``;
+* ``prompt_noise(prompt, layer, batch_size)``: applied to every learned prompt
+  before it enters (PACE); ``layer`` counts prompted layers from 0.
 """
 import torch
 import torch.nn as nn
@@ -29,7 +38,7 @@ def _expand(prompt, batch):
     return prompt.unsqueeze(0).expand(batch, -1, -1) if prompt.dim() == 2 else prompt
 
 
-def _run_blocks(blocks, x, attn_mask, deep_prompts, replace, hidden_layers):
+def _run_blocks(blocks, x, attn_mask, deep_prompts, replace, hidden_layers, noise=None):
     hidden = []
     if hidden_layers is not None and 0 in hidden_layers:
         hidden.append(x)
@@ -37,11 +46,21 @@ def _run_blocks(blocks, x, attn_mask, deep_prompts, replace, hidden_layers):
         if i > 0 and deep_prompts is not None and i - 1 < len(deep_prompts):
             prompt = deep_prompts[i - 1]
             if prompt is not None:
-                x = replace(x, _expand(prompt.to(x.dtype), x.shape[0]))
+                prompt = _expand(prompt.to(x.dtype), x.shape[0])
+                if noise is not None:
+                    prompt = noise(prompt, i, x.shape[0])
+                x = replace(x, prompt)
         x = block(x, attn_mask=attn_mask)
         if hidden_layers is not None and i + 1 in hidden_layers:
             hidden.append(x)
     return x, hidden
+
+
+def _capture(encoder, hidden_layers):
+    """(hidden_layers to collect, whether they are a capture for the encoder)."""
+    if hidden_layers is None and encoder.capture_layers is not None and torch.is_grad_enabled():
+        return encoder.capture_layers, True
+    return hidden_layers, False
 
 
 class TextEncoder(nn.Module):
@@ -64,21 +83,34 @@ class TextEncoder(nn.Module):
         self.eos_id = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
         self.width = self.transformer.width
         self.num_layers = len(self.transformer.resblocks)
+        self.capture_layers = None
+        self.captured = None
+        self.prompt_noise = None
 
     @property
     def dtype(self):
         return self.positional_embedding.dtype
 
-    def forward(self, embeddings, tokens, deep_prompts=None, hidden_layers=None):
-        x = embeddings.to(self.dtype) + self.positional_embedding.to(self.dtype)
+    def forward(self, embeddings, tokens, deep_prompts=None, hidden_layers=None, n_ctx=0):
+        """``n_ctx``: the learned context tokens sit at positions ``1 : 1+n_ctx`` of
+        ``embeddings`` (only used by ``prompt_noise``)."""
+        embeddings = embeddings.to(self.dtype)
+        if self.prompt_noise is not None and n_ctx:
+            ctx = self.prompt_noise(embeddings[:, 1:1 + n_ctx], 0, embeddings.shape[0])
+            embeddings = torch.cat([embeddings[:, :1], ctx, embeddings[:, 1 + n_ctx:]], dim=1)
+        x = embeddings + self.positional_embedding.to(self.dtype)
 
         def replace(x, prompt):
             n = prompt.shape[1]
             return torch.cat([x[:, :1], prompt, x[:, 1 + n:]], dim=1)
 
+        hidden_layers, capture = _capture(self, hidden_layers)
         x, hidden = _run_blocks(
-            self.transformer.resblocks, x, self.attn_mask, deep_prompts, replace, hidden_layers
+            self.transformer.resblocks, x, self.attn_mask, deep_prompts, replace, hidden_layers,
+            self.prompt_noise,
         )
+        if capture:
+            self.captured, hidden_layers = hidden, None
         x = self.ln_final(x)
         x = self._pool(x, tokens)
         if self.text_projection is not None:
@@ -112,6 +144,9 @@ class ImageEncoder(nn.Module):
         else:
             self.width = None
             self.num_layers = 0
+        self.capture_layers = None
+        self.captured = None
+        self.prompt_noise = None
 
     @property
     def dtype(self):
@@ -133,14 +168,21 @@ class ImageEncoder(nn.Module):
         cls = v.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         if shallow_prompt is not None:
-            x = torch.cat([x, _expand(shallow_prompt.to(x.dtype), x.shape[0])], dim=1)
+            shallow_prompt = _expand(shallow_prompt.to(x.dtype), x.shape[0])
+            if self.prompt_noise is not None:
+                shallow_prompt = self.prompt_noise(shallow_prompt, 0, x.shape[0])
+            x = torch.cat([x, shallow_prompt], dim=1)
         x = v.patch_dropout(x)
         x = v.ln_pre(x)
 
         def replace(x, prompt):
             return torch.cat([x[:, : x.shape[1] - prompt.shape[1]], prompt], dim=1)
 
-        x, hidden = _run_blocks(v.transformer.resblocks, x, None, deep_prompts, replace, hidden_layers)
+        hidden_layers, capture = _capture(self, hidden_layers)
+        x, hidden = _run_blocks(v.transformer.resblocks, x, None, deep_prompts, replace,
+                                hidden_layers, self.prompt_noise)
+        if capture:
+            self.captured, hidden_layers = hidden, None
         pooled, _ = v._pool(x)
         if v.proj is not None:
             pooled = pooled @ v.proj

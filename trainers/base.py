@@ -8,7 +8,10 @@ prompt structure and loss wiring.
   state), never the frozen CLIP; class-name-dependent buffers are not saved
   and are rebuilt for whatever class set is evaluated;
 * a NaN/inf loss stops the run naming the epoch and batch;
-* evaluation encodes the class text features once per evaluation.
+* evaluation encodes the class text features once per evaluation;
+* the anti-forgetting regularizers (Proxy-FDA, FDA, LDIFS, PACE): whichever
+  the config switches on gets the feature sets it asks for, with no code in
+  the trainer files (SPEC decision 7).
 """
 import contextlib
 import os
@@ -31,6 +34,9 @@ from dassl_compat import (
     save_checkpoint,
 )
 from errors import ConfigError, TrainingDiverged, UserError
+from regularizers import FeatureSets, build_regularizers, needed_features, regularization_loss
+
+from .templates import IMAGENET_TEMPLATES_SELECT, clean_classname, dataset_template
 
 
 class PromptCLIP(nn.Module):
@@ -47,6 +53,7 @@ class PromptCLIP(nn.Module):
         self.backbone = backbone
         self.prompt_learner = prompt_learner
         self._text_cache = None
+        self.last = {}
 
     @property
     def logit_scale(self):
@@ -73,9 +80,13 @@ class PromptCLIP(nn.Module):
             self._text_cache = None
 
     def logits(self, image_features, text_features):
-        image_features = F.normalize(image_features, dim=-1)
-        text_features = F.normalize(text_features, dim=-1)
-        return self.logit_scale.exp() * image_features @ text_features.t()
+        """CLIP logits; in training, the features and logits are kept in ``last`` for the
+        regularizers."""
+        logits = self.logit_scale.exp() * F.normalize(image_features, dim=-1) \
+            @ F.normalize(text_features, dim=-1).t()
+        if torch.is_grad_enabled():
+            self.last = {"image": image_features, "text": text_features, "logits": logits}
+        return logits
 
     def forward(self, images):
         return self.logits(self.encode_image_features(images), self.text_features())
@@ -109,6 +120,13 @@ class PromptTrainer(TrainerX):
 
     METHOD_NODE = None
     CHECKPOINT_NAME = "prompt_learner"
+    #: towers whose features the prompts change; regularizers act on these only
+    PROMPTED_TOWERS = ("text",)
+    REGULARIZER_NAME = "regularizers"  # checkpoint sub-folder of the regularizers' own state
+
+    def prompt_depth(self):
+        """Number of prompted layers (PACE's noise schedule)."""
+        return 1
 
     @property
     def method_cfg(self):
@@ -148,6 +166,85 @@ class PromptTrainer(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.CHECKPOINT_NAME, learner, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
+        self.build_regularizers(classnames)
+
+    # ---------------------------------------------------------- regularizers
+    def build_regularizers(self, classnames):
+        backbone = self.model.backbone
+        embed_dim = backbone.encode_prompts(["a"]).shape[-1]
+        regs = build_regularizers(self.cfg, embed_dim=embed_dim, towers=self.PROMPTED_TOWERS,
+                                  prompt_depth=self.prompt_depth())
+        self.regularizers = regs
+        if not regs:
+            return
+        print(f"Regularizers: {', '.join(type(r).__name__ for r in regs)}")
+        self.reg_needs = needed_features(regs)
+        self.reg_module = nn.ModuleList(regs).to(self.device)
+        generator = [p for r in regs for p in r.generator_parameters()]
+        optim = torch.optim.Adam(generator, lr=self.cfg.PROXYFDA.PROXY.LR) if generator else None
+        self.register_model(self.REGULARIZER_NAME, self.reg_module, optim, None)
+        self.step_count = 0
+
+        names = [clean_classname(c) for c in classnames]
+        if "text_frozen" in self.reg_needs:
+            self.text_frozen = self.frozen_text_features(names)
+        self.ldifs_layers = {}
+        for reg in regs:
+            for tower in self.PROMPTED_TOWERS:
+                encoder = backbone.text if tower == "text" else backbone.image
+                layers = reg.hidden_layers(encoder.num_layers)
+                if layers:
+                    encoder.capture_layers = layers
+                    self.ldifs_layers[tower] = layers
+            if reg.perturbs_prompts:
+                backbone.text.prompt_noise = reg.perturb if "text" in self.PROMPTED_TOWERS else None
+                backbone.image.prompt_noise = reg.perturb if "image" in self.PROMPTED_TOWERS else None
+        if "text" in self.ldifs_layers:
+            template = dataset_template(self.cfg.DATASET.NAME)
+            tokens = backbone.tokenize([template.format(n) for n in names])
+            with torch.no_grad():
+                _, self.text_hidden_frozen = backbone.text(
+                    backbone.embed(tokens), tokens, hidden_layers=self.ldifs_layers["text"])
+
+    def frozen_text_features(self, names):
+        """Frozen CLIP class text features under the dataset template or the ensemble."""
+        if self.cfg.PROXYFDA.TEMPLATES == "ensemble":
+            from . import templates
+
+            ensemble = list(getattr(templates, "IMAGENET_TEMPLATES", IMAGENET_TEMPLATES_SELECT))
+            feats = torch.stack([
+                F.normalize(self.model.backbone.encode_prompts([t.format(n) for n in names]), dim=-1)
+                for t in ensemble])
+            return F.normalize(feats.mean(0), dim=-1)
+        template = dataset_template(self.cfg.DATASET.NAME)
+        return self.model.backbone.encode_prompts([template.format(n) for n in names])
+
+    def regularizer_loss(self, images, labels):
+        """Hand the enabled regularizers the feature sets they asked for."""
+        needs, last, backbone = self.reg_needs, self.model.last, self.model.backbone
+        feats = FeatureSets(labels=labels, logits=last.get("logits"))
+        if "text" in needs:
+            feats.text = last.get("text")
+        if "text_frozen" in needs:
+            feats.text_frozen = self.text_frozen
+        if "image" in needs:
+            feats.image = last.get("image")
+        if "image_frozen" in needs:
+            with torch.no_grad():
+                feats.image_frozen = backbone.image(images)
+        if "hidden" in needs:
+            feats.hidden = {}
+            if "text" in self.ldifs_layers:
+                feats.hidden["text"] = (backbone.text.captured, self.text_hidden_frozen)
+            if "image" in self.ldifs_layers:
+                with torch.no_grad():
+                    _, frozen = backbone.image(images, hidden_layers=self.ldifs_layers["image"])
+                feats.hidden["image"] = (backbone.image.captured, frozen)
+        if "logits_second_pass" in needs:
+            n = max(r.second_pass_size(self.step_count, len(images)) for r in self.regularizers)
+            feats.logits_second_pass = self.model(images[:n]) if n else None
+        self.step_count += 1
+        return regularization_loss(self.regularizers, feats)
 
     # -------------------------------------------------------------- training
     def compute_loss(self, images, labels):
@@ -166,6 +263,10 @@ class PromptTrainer(TrainerX):
         images, labels = self.parse_batch_train(batch)
         with self.autocast():
             loss, summary = self.compute_loss(images, labels)
+            if self.regularizers:
+                reg_loss, reg_summary = self.regularizer_loss(images, labels)
+                loss = loss + reg_loss
+                summary = {**summary, **reg_summary}
         self.check_finite(loss)
         self.model_zero_grad()
         if self.scaler is not None:
@@ -267,7 +368,8 @@ class PromptTrainer(TrainerX):
                   "(ignore this if it's done on purpose)")
             return
         model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-        for name in self.get_model_names():
+        # The regularizers (and Proxy-FDA's generator) play no part in inference.
+        for name in [n for n in self.get_model_names() if n != self.REGULARIZER_NAME]:
             path = osp.join(directory, name, model_file)
             if not osp.exists(path):
                 folder = osp.join(directory, name)

@@ -95,8 +95,9 @@ class PromptLearner(nn.Module):
 
 class CoOpCLIP(PromptCLIP):
     def encode_text_features(self):
-        prompts = self.prompt_learner()
-        return self.backbone.text(prompts, self.prompt_learner.classes.tokenized_prompts)
+        learner = self.prompt_learner
+        n_ctx = learner.classes.n_ctx if learner.position == "end" else 0
+        return self.backbone.text(learner(), learner.classes.tokenized_prompts, n_ctx=n_ctx)
 
 
 @TRAINER_REGISTRY.register()
