@@ -1,0 +1,102 @@
+"""Every regularizer switched on from the config trains, checkpoints, resumes and
+evaluates with CoOp, MaPLe and PromptSRC (tiny backbone, built-in engine), and
+with all of them off the result is bitwise what it was before they existed."""
+import os.path as osp
+
+import pytest
+import torch
+
+import train
+from dassl_compat import build_trainer
+from tests.helpers.tiny import make_toy_dataset, run_train, train_args
+
+TRAINERS = {
+    "CoOp": "configs/trainers/CoOp/tiny_ctxv1.yaml",
+    "MaPLe": "configs/trainers/MaPLe/tiny_2ctx.yaml",
+    "PromptSRC": "configs/trainers/PromptSRC/tiny_4+4ctx.yaml",
+}
+REGULARIZERS = {
+    "ProxyFDA": ["PROXYFDA.ENABLE", "True"],
+    "FDA": ["PROXYFDA.ENABLE", "True", "PROXYFDA.PROXY.ENABLE", "False"],
+    "LDIFS": ["LDIFS.ENABLE", "True"],
+    "PACE": ["PACE.ENABLE", "True"],
+}
+SUMMARY_ITEM = {"ProxyFDA": "proxy", "FDA": "fda_text", "LDIFS": "ldifs_text", "PACE": "pace"}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_toy_dataset(str(tmp_path_factory.mktemp("data")), train_per_class=4)
+
+
+def build(root, out, trainer, extra):
+    args = train.build_parser().parse_args(train_args(
+        root, out, trainer=trainer, config=TRAINERS[trainer],
+        extra=["DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1",
+               "DATALOADER.TRAIN_X.BATCH_SIZE", "6", *extra]))
+    return build_trainer(train.setup_cfg(args))
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("reg", REGULARIZERS)
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_regularizer_trains_checkpoints_resumes_and_evaluates(root, tmp_path, trainer, reg,
+                                                              capsys):
+    out = tmp_path / "run"
+    extra = ["DATASET.SUBSAMPLE_CLASSES", "base", *REGULARIZERS[reg]]
+    first = build(root, out, trainer, extra)
+    assert first.regularizers, "the config switch did not build the regularizer"
+
+    def stop_after_first_epoch():
+        type(first).after_epoch(first)
+        raise Interrupted
+
+    first.after_epoch = stop_after_first_epoch
+    with pytest.raises(Interrupted):
+        first.train()
+    assert SUMMARY_ITEM[reg] in capsys.readouterr().out  # its loss is logged
+
+    second = build(root, out, trainer, extra)
+    second.train()
+    log = capsys.readouterr().out
+    assert "Previous epoch: 1" in log and "epoch [2/2]" in log and "* accuracy:" in log
+    name = second.CHECKPOINT_NAME
+    state = torch.load(osp.join(out, name, "model.pth.tar-2"), weights_only=True)["state_dict"]
+    assert all(not k.startswith(("backbone", "clip", "visual", "transformer")) for k in state)
+
+    evaluator = build(root, tmp_path / "new", trainer, ["DATASET.SUBSAMPLE_CLASSES", "new",
+                                                        *REGULARIZERS[reg]])
+    evaluator.load_model(str(out), epoch=2)
+    accuracy = evaluator.test()
+    assert 0 <= accuracy <= 100
+
+
+def test_regularizers_are_off_by_default_and_off_means_untouched(root, tmp_path):
+    # The same run as the golden file, recorded before regularizers were wired in.
+    golden = torch.load(osp.join(osp.dirname(__file__), "golden",
+                                 "coop_tiny_ctx_before_regularizers.pt"), weights_only=True)
+    data = make_toy_dataset(str(tmp_path / "data"), train_per_class=8)
+    out = tmp_path / "off"
+    run_train(train_args(data, out, extra=["DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES",
+                                           "base", "OPTIM.MAX_EPOCH", "2"]))
+    ctx = torch.load(osp.join(out, "prompt_learner", "model.pth.tar-2"),
+                     weights_only=True)["state_dict"]["ctx"]
+    assert torch.equal(ctx, golden["ctx"])
+    assert not osp.exists(osp.join(out, "regularizers"))
+
+
+def test_proxy_generator_is_not_needed_for_evaluation(root, tmp_path):
+    out = tmp_path / "pfda"
+    trainer = build(root, out, "CoOp", ["DATASET.SUBSAMPLE_CLASSES", "base",
+                                        *REGULARIZERS["ProxyFDA"]])
+    trainer.train()
+    generator = [p for r in trainer.regularizers for p in r.generator_parameters()]
+    assert 0 < sum(p.numel() for p in generator)
+    # Evaluate with the regularizer off: only the prompt learner is loaded.
+    evaluator = build(root, tmp_path / "eval", "CoOp", ["DATASET.SUBSAMPLE_CLASSES", "new"])
+    evaluator.load_model(str(out), epoch=2)
+    assert evaluator.get_model_names() == ["prompt_learner"]
+    assert 0 <= evaluator.test() <= 100
