@@ -100,3 +100,13 @@ def test_proxy_generator_is_not_needed_for_evaluation(root, tmp_path):
     evaluator.load_model(str(out), epoch=2)
     assert evaluator.get_model_names() == ["prompt_learner"]
     assert 0 <= evaluator.test() <= 100
+
+
+def test_similar_class_sampler_replaces_the_training_batches(root, tmp_path):
+    trainer = build(root, tmp_path / "sampler", "CoOp", [
+        *REGULARIZERS["ProxyFDA"], "PROXYFDA.SAMPLER.ENABLE", "True",
+        "PROXYFDA.SAMPLER.NUM_CLASSES", "3", "PROXYFDA.SAMPLER.NUM_IMAGES", "2"])
+    for batch in trainer.train_loader_x:
+        labels = batch["label"].tolist()
+        assert len(labels) == 6 and len(set(labels)) == 3
+        assert all(labels.count(y) == 2 for y in set(labels))

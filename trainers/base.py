@@ -34,7 +34,14 @@ from dassl_compat import (
     save_checkpoint,
 )
 from errors import ConfigError, TrainingDiverged, UserError
-from regularizers import FeatureSets, build_regularizers, needed_features, regularization_loss
+from regularizers import (
+    FeatureSets,
+    SimilarClassBatchSampler,
+    build_regularizers,
+    class_similarity,
+    needed_features,
+    regularization_loss,
+)
 
 from .templates import IMAGENET_TEMPLATES_SELECT, clean_classname, dataset_template
 
@@ -167,6 +174,25 @@ class PromptTrainer(TrainerX):
         self.register_model(self.CHECKPOINT_NAME, learner, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
         self.build_regularizers(classnames)
+        if self.cfg.PROXYFDA.SAMPLER.ENABLE:
+            self.use_similar_class_sampler(classnames)
+
+    def use_similar_class_sampler(self, classnames):
+        """Batches of m similar classes x n images (Proxy-FDA's hard class mining), with
+        class similarity from frozen CLIP text features."""
+        node = self.cfg.PROXYFDA.SAMPLER
+        wrapper = self.train_loader_x.dataset
+        labels = [item.label for item in wrapper.data_source]
+        template = dataset_template(self.cfg.DATASET.NAME)
+        frozen = self.model.backbone.encode_prompts(
+            [template.format(clean_classname(c)) for c in classnames])
+        sampler = SimilarClassBatchSampler(labels, class_similarity(frozen.cpu()),
+                                           node.NUM_CLASSES, node.NUM_IMAGES)
+        self.train_loader_x = torch.utils.data.DataLoader(
+            wrapper, batch_sampler=sampler, num_workers=self.cfg.DATALOADER.NUM_WORKERS,
+            pin_memory=self.device.type == "cuda")
+        print(f"Similar-class batches: {sampler.num_classes} classes x {node.NUM_IMAGES} images, "
+              f"{len(sampler)} batches per epoch")
 
     # ---------------------------------------------------------- regularizers
     def build_regularizers(self, classnames):
