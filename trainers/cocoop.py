@@ -52,7 +52,11 @@ class CoCoOpCLIP(PromptCLIP):
             text = self.backbone.text(pts.flatten(0, 1), tokens.repeat(len(pts), 1))
             text = F.normalize(text, dim=-1).view(len(pts), n_cls, -1)
             logits.append(self.logit_scale.exp() * torch.einsum("bd,bcd->bc", img, text))
-        return torch.cat(logits)
+        logits = torch.cat(logits)
+        if torch.is_grad_enabled():
+            # for the regularizers: one class text set, the per-image sets averaged
+            self.last = {"image": image_features, "text": text.mean(0), "logits": logits}
+        return logits
 
     @contextlib.contextmanager
     def cached_text_features(self):
