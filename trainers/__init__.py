@@ -1,4 +1,5 @@
 """Prompt-learning trainers; importing this package registers all of them."""
 from . import coop, zsclip  # noqa: F401
 from . import cocoop, kgcoop  # noqa: F401
+from . import ivlp, maple, promptsrc  # noqa: F401
 from .config import add_trainer_config  # noqa: F401

@@ -1,0 +1,76 @@
+"""IVLP (independent vision-language prompting, from the MaPLe and PromptSRC
+repositories): deep prompts learned separately in each tower. Text prompts
+sit at the input and replace tokens 1..N_CTX_TEXT at blocks
+1..PROMPT_DEPTH_TEXT-1; vision prompts are appended before ``ln_pre`` and
+replace the last N_CTX_VISION tokens at blocks 1..PROMPT_DEPTH_VISION-1."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dassl_compat import TRAINER_REGISTRY
+from errors import ConfigError
+
+from .base import PromptCLIP, PromptTrainer
+from .coop import ClassPrompts
+from .maple import check_depth, deep_prompts, init_truncated_context
+
+
+class VLPromptLearner(nn.Module):
+    """Independent text and vision prompts; ``node`` is the trainer's cfg node
+    (IVLP or PROMPTSRC, which share these keys)."""
+
+    def __init__(self, node, classnames, backbone):
+        super().__init__()
+        check_depth("PROMPT_DEPTH_TEXT", node.PROMPT_DEPTH_TEXT, backbone.text.num_layers, 1)
+        depth_vision = node.PROMPT_DEPTH_VISION
+        if depth_vision > 0:
+            if backbone.vision_width is None:
+                raise ConfigError("Vision prompts (PROMPT_DEPTH_VISION > 0) need a ViT image tower.")
+            check_depth("PROMPT_DEPTH_VISION", depth_vision, backbone.image.num_layers, 0)
+            if node.N_CTX_VISION < 1:
+                raise ConfigError("N_CTX_VISION must be >= 1 when PROMPT_DEPTH_VISION > 0.")
+            width = backbone.vision_width
+            self.ctx_vision = nn.Parameter(nn.init.normal_(torch.empty(node.N_CTX_VISION, width), std=0.02))
+            self.deep_ctx_vision = deep_prompts(depth_vision - 1, node.N_CTX_VISION, width)
+        else:
+            self.ctx_vision, self.deep_ctx_vision = None, nn.ParameterList()
+        n_ctx = node.N_CTX_TEXT
+        self.deep_ctx_text = deep_prompts(node.PROMPT_DEPTH_TEXT - 1, n_ctx, backbone.text_width)
+        ctx, prefix = init_truncated_context(backbone, n_ctx, node.CTX_INIT)
+        print("Independent V-L design")
+        print(f'Initial text context: "{prefix}"')
+        print(f"Number of context words (tokens) for Language prompting: {n_ctx}")
+        print(f"Number of context words (tokens) for Vision prompting: "
+              f"{node.N_CTX_VISION if depth_vision > 0 else 0}")
+        self.ctx = nn.Parameter(ctx)
+        self.classes = ClassPrompts(backbone, classnames, prefix, n_ctx)
+
+    def text_prompts(self):
+        return self.classes.assemble(self.ctx), list(self.deep_ctx_text)
+
+    def vision_prompts(self):
+        return self.ctx_vision, list(self.deep_ctx_vision)
+
+
+class VLPromptCLIP(PromptCLIP):
+    def encode_text_features(self):
+        prompts, deep = self.prompt_learner.text_prompts()
+        return self.backbone.text(prompts, self.prompt_learner.classes.tokenized_prompts, deep_prompts=deep)
+
+    def encode_image_features(self, images):
+        shallow, deep = self.prompt_learner.vision_prompts()
+        return self.backbone.image(images, shallow_prompt=shallow, deep_prompts=deep or None)
+
+
+@TRAINER_REGISTRY.register()
+class IVLP(PromptTrainer):
+    METHOD_NODE = "IVLP"
+    CHECKPOINT_NAME = "VLPromptLearner"
+
+    def build_custom_clip(self, cfg, classnames, backbone):
+        return VLPromptCLIP(backbone, VLPromptLearner(cfg.TRAINER.IVLP, classnames, backbone))
+
+    def compute_loss(self, images, labels):
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, labels)
+        return loss, self.summary(loss, logits, labels)

@@ -1,0 +1,104 @@
+"""MaPLe (Khattak et al., CVPR 2023): multi-modal prompts. Text prompts are
+learned at the input and at blocks 1..PROMPT_DEPTH-1; each layer's vision
+prompt is a linear projection (text width -> vision width) of that layer's
+text prompt. Vision prompts are appended before ``ln_pre`` and, deeper,
+replace the last N_CTX tokens."""
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dassl_compat import TRAINER_REGISTRY
+from errors import ConfigError
+
+from .base import PromptCLIP, PromptTrainer
+from .coop import ClassPrompts
+
+
+def init_truncated_context(backbone, n_ctx, ctx_init):
+    """The context rule shared by MaPLe, IVLP and PromptSRC: with CTX_INIT and
+    N_CTX <= 4 the first N_CTX token embeddings of the init words are learned,
+    while the prompt text keeps *all* the words (so "a photo of a" with N_CTX 2
+    learns "a photo" and keeps "of a" fixed); otherwise N(0, 0.02) and "X ... X"."""
+    if ctx_init and n_ctx <= 4:
+        ctx_init = ctx_init.replace("_", " ")
+        with torch.no_grad():
+            ctx = backbone.embed(backbone.tokenize([ctx_init]))[0, 1:1 + n_ctx].clone()
+        return ctx, ctx_init
+    if n_ctx < 1:
+        raise ConfigError(f"The number of text context tokens must be >= 1, got {n_ctx}.")
+    ctx = torch.empty(n_ctx, backbone.text_width, dtype=backbone.dtype)
+    nn.init.normal_(ctx, std=0.02)
+    return ctx, " ".join(["X"] * n_ctx)
+
+
+def check_depth(name, depth, num_layers, minimum):
+    if not minimum <= depth <= num_layers:
+        raise ConfigError(f"{name} must be in [{minimum}, {num_layers}] for this backbone, got {depth}.")
+
+
+def deep_prompts(n_layers, n_ctx, width):
+    """One (n_ctx, width) prompt per deep layer, ~N(0, 0.02) as in the reference."""
+    return nn.ParameterList(
+        [nn.Parameter(nn.init.normal_(torch.empty(n_ctx, width), std=0.02)) for _ in range(n_layers)]
+    )
+
+
+class MultiModalPromptLearner(nn.Module):
+    def __init__(self, cfg, classnames, backbone):
+        super().__init__()
+        c = cfg.TRAINER.MAPLE
+        if backbone.vision_width is None:
+            raise ConfigError("MaPLe needs a ViT image tower.")
+        check_depth("TRAINER.MAPLE.PROMPT_DEPTH", c.PROMPT_DEPTH,
+                    min(backbone.text.num_layers, backbone.image.num_layers), 1)
+        ctx, prefix = init_truncated_context(backbone, c.N_CTX, c.CTX_INIT)
+        n_ctx = c.N_CTX
+        print("MaPLe design: Multi-modal Prompt Learning")
+        print(f'Initial context: "{prefix}"')
+        print(f"Number of MaPLe context words (tokens): {n_ctx}")
+        text_width, vision_width = backbone.text_width, backbone.vision_width
+        self.proj = nn.Linear(text_width, vision_width)
+        self.ctx = nn.Parameter(ctx)
+        self.compound_prompts_text = deep_prompts(c.PROMPT_DEPTH - 1, n_ctx, text_width)
+        # The reference deep-copies one freshly initialised layer, so all deep
+        # projections start equal.
+        projection = nn.Linear(text_width, vision_width)
+        self.compound_prompt_projections = nn.ModuleList(
+            [copy.deepcopy(projection) for _ in range(c.PROMPT_DEPTH - 1)]
+        )
+        self.classes = ClassPrompts(backbone, classnames, prefix, n_ctx)
+
+    def text_prompts(self):
+        """Token embeddings with the shared context, and the deep text prompts."""
+        return self.classes.assemble(self.ctx), list(self.compound_prompts_text)
+
+    def vision_prompts(self):
+        """The shallow vision prompt and the deep ones, projected from the text side."""
+        deep = [proj(p) for proj, p in zip(self.compound_prompt_projections, self.compound_prompts_text)]
+        return self.proj(self.ctx), deep
+
+
+class MaPLeCLIP(PromptCLIP):
+    def encode_text_features(self):
+        prompts, deep = self.prompt_learner.text_prompts()
+        return self.backbone.text(prompts, self.prompt_learner.classes.tokenized_prompts, deep_prompts=deep)
+
+    def encode_image_features(self, images):
+        shallow, deep = self.prompt_learner.vision_prompts()
+        return self.backbone.image(images, shallow_prompt=shallow, deep_prompts=deep)
+
+
+@TRAINER_REGISTRY.register()
+class MaPLe(PromptTrainer):
+    METHOD_NODE = "MAPLE"
+    CHECKPOINT_NAME = "MultiModalPromptLearner"
+
+    def build_custom_clip(self, cfg, classnames, backbone):
+        return MaPLeCLIP(backbone, MultiModalPromptLearner(cfg, classnames, backbone))
+
+    def compute_loss(self, images, labels):
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, labels)
+        return loss, self.summary(loss, logits, labels)
