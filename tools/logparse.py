@@ -177,3 +177,24 @@ def find_run_keys(split_root: str) -> List[RunKey]:
                             keys.append(RunKey(trainer, cfg, ds, int(m_shots.group(1)),
                                                int(m_seed.group(1))))
     return sorted(keys)
+
+
+def main(argv=None) -> int:
+    """``python -m tools.logparse DIR``: print the run's result (or "unfinished").
+    ``--finished DIR``: print nothing; exit 0 if the run has a final result, else 1
+    (the scripts use it to skip finished runs)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Final accuracy of a Dassl run directory.")
+    p.add_argument("run_dir")
+    p.add_argument("--finished", action="store_true",
+                   help="exit status only: 0 if the run has a final result, else 1")
+    args = p.parse_args(argv)
+    run = read_run(args.run_dir)
+    if not args.finished:
+        print(f"{run.accuracy:.2f} ({run.log_file})" if run.finished else "unfinished")
+    return 0 if run.finished else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
