@@ -25,12 +25,14 @@ def run_dir(root, split, dataset, trainer, seed, cfg=CFG, shots=16):
 
 
 def add_run(root, trainer, dataset, seed, base, novel, cfg=CFG, decimals=1,
-            end_line="Finish training"):
+            end_line="Finish training", shots=16):
     if base is not None:
-        write(os.path.join(run_dir(root, "train_base", dataset, trainer, seed, cfg), "log.txt"),
+        write(os.path.join(run_dir(root, "train_base", dataset, trainer, seed, cfg, shots),
+                           "log.txt"),
               training_log(base, decimals=decimals, end_line=end_line, seed=seed))
     if novel is not None:
-        write(os.path.join(run_dir(root, "test_new", dataset, trainer, seed, cfg), "log.txt"),
+        write(os.path.join(run_dir(root, "test_new", dataset, trainer, seed, cfg, shots),
+                           "log.txt"),
               eval_log(novel, decimals=decimals, seed=seed))
 
 
@@ -143,6 +145,15 @@ def test_delta_new_falls_back_to_published_clip_for_the_11_dataset_average(tmp_p
     assert avg.delta_new_ref.startswith("published CLIP 74.22")
     assert (avg.published, avg.pub_base, avg.pub_novel, avg.pub_hm) == \
         ("PromptSRC", 84.26, 76.10, 79.97)
+
+
+def test_published_numbers_sit_beside_16_shot_runs_only(tmp_path):
+    root = str(tmp_path)
+    add_run(root, "CoOp", "dtd", 1, 80.0, 60.0, shots=16)
+    add_run(root, "CoOp", "dtd", 1, 50.0, 40.0, shots=4)
+    rows = {r.shots: r for r in results.summarize(root).rows if r.dataset == results.AVERAGE}
+    assert rows[16].published == "CoOp" and rows[16].pub_hm == 71.66
+    assert rows[4].published is None and rows[4].pub_hm is None
 
 
 def test_proxyfda_configs_map_to_the_proxyfda_published_row():

@@ -94,6 +94,11 @@ def test_grid_follows_the_peers_output_layout_and_train_py_cli(tmp_path):
 def test_zero_shot_clip_is_evaluated_not_trained(tmp_path):
     (p,) = sweep.build_grid(["ZeroshotCLIP/vit_b16"], ["dtd"], [1], [16], str(tmp_path), "/d")
     assert "--eval-only" in p.train_cmd and "{load_epoch}" not in p.test_cmd
+    # Its configs are CoOp's, as in the peers' zsclip scripts and ours.
+    config = sweep._command(p.train_cmd, p.fields, [])
+    config = config[config.index("--config-file") + 1]
+    assert config == "configs/trainers/CoOp/vit_b16.yaml"
+    assert os.path.isfile(os.path.join(sweep.REPO, config))
 
 
 def test_last_checkpoint_epoch_is_the_highest_saved(tmp_path):

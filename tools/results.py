@@ -27,7 +27,7 @@ How the numbers are made (SPEC.md "Evaluation protocol"):
 * Published numbers (SPEC.md, CLIP ViT-B/16, 16 shots, 11-dataset averages) appear beside
   our average row. A trainer maps to a published row by name (CoOp, CoCoOp, KgCoOp, MaPLe,
   PromptSRC, ZeroshotCLIP→CLIP), plus "+ Proxy-FDA" when its config name contains
-  ``proxyfda``/``proxy_fda``/``pfda``.
+  ``proxyfda``/``proxy_fda``/``pfda``; only for 16-shot runs, as the published ones are.
 * The expected datasets are ``--datasets`` or else every dataset seen for any trainer; the
   expected seeds of a trainer/config are ``--seeds`` or else every seed seen for it.
 
@@ -66,6 +66,7 @@ PUBLISHED: Dict[str, Tuple[Optional[float], Optional[float], Optional[float]]] =
     "PromptSRC + Proxy-FDA": (84.47, 77.45, 80.81),
 }
 PUBLISHED_CLIP_NOVEL = PUBLISHED["CLIP"][1]
+PUBLISHED_SHOTS = 16  # the published rows are 16-shot; other shot counts get none beside them
 ZEROSHOT_TRAINERS = ("zeroshotclip", "zsclip")
 _METHOD_NAMES = {"coop": "CoOp", "cocoop": "CoCoOp", "kgcoop": "KgCoOp", "maple": "MaPLe",
                  "promptsrc": "PromptSRC", "zeroshotclip": "CLIP", "zsclip": "CLIP"}
@@ -241,7 +242,7 @@ def summarize(output_root: str, seeds: Optional[Sequence[int]] = None,
     _add_averages(rows, expected_datasets)
     _add_delta_new(rows, zeroshot, notes)
     for r in rows:
-        if r.dataset == AVERAGE:
+        if r.dataset == AVERAGE and r.shots == PUBLISHED_SHOTS:
             r.published = published_label(r.trainer, r.cfg)
             if r.published:
                 r.pub_base, r.pub_novel, r.pub_hm = PUBLISHED[r.published]

@@ -64,7 +64,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _COMMON = ("{python} train.py --root {root} --seed {seed} --trainer {trainer} "
            "--dataset-config-file configs/datasets/{dataset}.yaml "
-           "--config-file configs/trainers/{trainer}/{cfg}.yaml ")
+           "--config-file configs/trainers/{config_dir}/{cfg}.yaml ")
 DEFAULT_TRAIN_CMD = (_COMMON + "--output-dir {train_dir} "
                      "DATASET.NUM_SHOTS {shots} DATASET.SUBSAMPLE_CLASSES base")
 DEFAULT_TEST_CMD = (_COMMON + "--output-dir {test_dir} --model-dir {train_dir} "
@@ -76,6 +76,8 @@ ZEROSHOT_TRAIN_CMD = (_COMMON + "--output-dir {train_dir} --eval-only "
 ZEROSHOT_TEST_CMD = (_COMMON + "--output-dir {test_dir} --eval-only "
                      "DATASET.NUM_SHOTS {shots} DATASET.SUBSAMPLE_CLASSES new")
 ZEROSHOT_TRAINERS = ("zeroshotclip", "zsclip")
+# Zero-shot CLIP has no configs of its own: it reads CoOp's (as the peers' zsclip scripts do).
+ZEROSHOT_CONFIG_DIR = "CoOp"
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ def build_grid(trainers: Sequence[str], datasets: Sequence[str], seeds: Sequence
                     key = RunKey(trainer, cfg, ds, int(k), int(s))
                     dirs = base2new_dirs(output, key)
                     fields = dict(python=sys.executable, root=root, trainer=trainer, cfg=cfg,
+                                  config_dir=ZEROSHOT_CONFIG_DIR if zeroshot else trainer,
                                   dataset=ds, shots=str(k), seed=str(s), output=output,
                                   train_dir=dirs["train_base"], test_dir=dirs["test_new"])
                     points.append(Point(
