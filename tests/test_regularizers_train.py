@@ -110,3 +110,13 @@ def test_similar_class_sampler_replaces_the_training_batches(root, tmp_path):
         labels = batch["label"].tolist()
         assert len(labels) == 6 and len(set(labels)) == 3
         assert all(labels.count(y) == 2 for y in set(labels))
+
+
+def test_a_regularizer_a_trainer_cannot_feed_is_refused_by_name(root, tmp_path):
+    from errors import ConfigError
+
+    args = train.build_parser().parse_args(train_args(
+        root, tmp_path / "cc", trainer="CoCoOp", config="configs/trainers/CoCoOp/tiny_ctxv1.yaml",
+        extra=["LDIFS.ENABLE", "True"]))
+    with pytest.raises(ConfigError, match="LDIFS does not apply to CoCoOp"):
+        build_trainer(train.setup_cfg(args))

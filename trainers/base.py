@@ -130,6 +130,8 @@ class PromptTrainer(TrainerX):
     #: towers whose features the prompts change; regularizers act on these only
     PROMPTED_TOWERS = ("text",)
     REGULARIZER_NAME = "regularizers"  # checkpoint sub-folder of the regularizers' own state
+    #: config nodes of regularizers this trainer cannot feed (a clear error if switched on)
+    UNSUPPORTED_REGULARIZERS = ()
 
     def prompt_depth(self):
         """Number of prompted layers (PACE's noise schedule)."""
@@ -196,6 +198,12 @@ class PromptTrainer(TrainerX):
 
     # ---------------------------------------------------------- regularizers
     def build_regularizers(self, classnames):
+        for node in self.UNSUPPORTED_REGULARIZERS:
+            if self.cfg[node].ENABLE:
+                raise ConfigError(
+                    f"{node} does not apply to {self.__class__.__name__}; set {node}.ENABLE False "
+                    f"(see the README's regularizer table)."
+                )
         backbone = self.model.backbone
         embed_dim = backbone.encode_prompts(["a"]).shape[-1]
         regs = build_regularizers(self.cfg, embed_dim=embed_dim, towers=self.PROMPTED_TOWERS,

@@ -65,6 +65,9 @@ class CoCoOpCLIP(PromptCLIP):
 
 @TRAINER_REGISTRY.register()
 class CoCoOp(PromptTrainer):
+    # Its class prompts differ per image: no per-token text hidden states to compare with one
+    # frozen set (LDIFS), and no shared context slot to perturb (PACE).
+    UNSUPPORTED_REGULARIZERS = ("LDIFS", "PACE")
     METHOD_NODE = "COCOOP"
     CHECKPOINT_NAME = "prompt_learner"
 
