@@ -137,6 +137,9 @@ class PromptTrainer(TrainerX):
         """Number of prompted layers (PACE's noise schedule)."""
         return 1
 
+    def prompted_towers(self):
+        return self.PROMPTED_TOWERS
+
     @property
     def method_cfg(self):
         return self.cfg.TRAINER[self.METHOD_NODE]
@@ -206,7 +209,7 @@ class PromptTrainer(TrainerX):
                 )
         backbone = self.model.backbone
         embed_dim = backbone.encode_prompts(["a"]).shape[-1]
-        regs = build_regularizers(self.cfg, embed_dim=embed_dim, towers=self.PROMPTED_TOWERS,
+        regs = build_regularizers(self.cfg, embed_dim=embed_dim, towers=self.prompted_towers(),
                                   prompt_depth=self.prompt_depth())
         self.regularizers = regs
         if not regs:
@@ -224,15 +227,16 @@ class PromptTrainer(TrainerX):
             self.text_frozen = self.frozen_text_features(names)
         self.ldifs_layers = {}
         for reg in regs:
-            for tower in self.PROMPTED_TOWERS:
+            for tower in self.prompted_towers():
                 encoder = backbone.text if tower == "text" else backbone.image
                 layers = reg.hidden_layers(encoder.num_layers)
                 if layers:
                     encoder.capture_layers = layers
                     self.ldifs_layers[tower] = layers
             if reg.perturbs_prompts:
-                backbone.text.prompt_noise = reg.perturb if "text" in self.PROMPTED_TOWERS else None
-                backbone.image.prompt_noise = reg.perturb if "image" in self.PROMPTED_TOWERS else None
+                towers = self.prompted_towers()
+                backbone.text.prompt_noise = reg.perturb if "text" in towers else None
+                backbone.image.prompt_noise = reg.perturb if "image" in towers else None
         if "text" in self.ldifs_layers:
             template = dataset_template(self.cfg.DATASET.NAME)
             tokens = backbone.tokenize([template.format(n) for n in names])
@@ -264,8 +268,10 @@ class PromptTrainer(TrainerX):
         if "image" in needs:
             feats.image = last.get("image")
         if "image_frozen" in needs:
-            with torch.no_grad():
-                feats.image_frozen = backbone.image(images)
+            feats.image_frozen = last.get("image_frozen")  # a trainer may have it already
+            if feats.image_frozen is None:
+                with torch.no_grad():
+                    feats.image_frozen = backbone.image(images)
         if "hidden" in needs:
             feats.hidden = {}
             if "text" in self.ldifs_layers:

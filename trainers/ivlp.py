@@ -55,7 +55,9 @@ class VLPromptLearner(nn.Module):
 class VLPromptCLIP(PromptCLIP):
     def encode_text_features(self):
         prompts, deep = self.prompt_learner.text_prompts()
-        return self.backbone.text(prompts, self.prompt_learner.classes.tokenized_prompts, deep_prompts=deep)
+        classes = self.prompt_learner.classes
+        return self.backbone.text(prompts, classes.tokenized_prompts, deep_prompts=deep,
+                                  n_ctx=classes.n_ctx)
 
     def encode_image_features(self, images):
         shallow, deep = self.prompt_learner.vision_prompts()
@@ -66,6 +68,12 @@ class VLPromptCLIP(PromptCLIP):
 class IVLP(PromptTrainer):
     METHOD_NODE = "IVLP"
     CHECKPOINT_NAME = "VLPromptLearner"
+
+    def prompted_towers(self):
+        return ("text", "image") if self.method_cfg.PROMPT_DEPTH_VISION > 0 else ("text",)
+
+    def prompt_depth(self):
+        return max(self.method_cfg.PROMPT_DEPTH_TEXT, self.method_cfg.PROMPT_DEPTH_VISION)
 
     def build_custom_clip(self, cfg, classnames, backbone):
         return VLPromptCLIP(backbone, VLPromptLearner(cfg.TRAINER.IVLP, classnames, backbone))

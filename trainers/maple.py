@@ -83,7 +83,9 @@ class MultiModalPromptLearner(nn.Module):
 class MaPLeCLIP(PromptCLIP):
     def encode_text_features(self):
         prompts, deep = self.prompt_learner.text_prompts()
-        return self.backbone.text(prompts, self.prompt_learner.classes.tokenized_prompts, deep_prompts=deep)
+        classes = self.prompt_learner.classes
+        return self.backbone.text(prompts, classes.tokenized_prompts, deep_prompts=deep,
+                                  n_ctx=classes.n_ctx)
 
     def encode_image_features(self, images):
         shallow, deep = self.prompt_learner.vision_prompts()
@@ -94,6 +96,10 @@ class MaPLeCLIP(PromptCLIP):
 class MaPLe(PromptTrainer):
     METHOD_NODE = "MAPLE"
     CHECKPOINT_NAME = "MultiModalPromptLearner"
+    PROMPTED_TOWERS = ("text", "image")
+
+    def prompt_depth(self):
+        return self.method_cfg.PROMPT_DEPTH
 
     def build_custom_clip(self, cfg, classnames, backbone):
         return MaPLeCLIP(backbone, MultiModalPromptLearner(cfg, classnames, backbone))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from dassl_compat import TRAINER_REGISTRY
 
 from .base import PromptTrainer
-from .ivlp import VLPromptCLIP, VLPromptLearner
+from .ivlp import IVLP, VLPromptCLIP, VLPromptLearner
 from .templates import PROMPTSRC_TEMPLATES, clean_classname
 
 
@@ -43,6 +43,8 @@ class PromptSRCCLIP(VLPromptCLIP):
 class PromptSRC(PromptTrainer):
     METHOD_NODE = "PROMPTSRC"
     CHECKPOINT_NAME = "VLPromptLearner"
+    prompted_towers = IVLP.prompted_towers
+    prompt_depth = IVLP.prompt_depth
 
     def build_custom_clip(self, cfg, classnames, backbone):
         learner = VLPromptLearner(cfg.TRAINER.PROMPTSRC, classnames, backbone)
@@ -70,6 +72,8 @@ class PromptSRC(PromptTrainer):
         loss_kl = F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(zs_logits, dim=1),
                            reduction="sum", log_target=True) / logits.numel()
         loss = loss_ce + (loss_kl + loss_text + loss_image)
+        # for the regularizers, which then need no second frozen image pass
+        model.last = {"text": text, "image": image, "logits": logits, "image_frozen": frozen_image}
         return loss, self.summary(loss, logits, labels, loss_ce=loss_ce.item(),
                                   loss_text=loss_text.item(), loss_image=loss_image.item(),
                                   loss_kl=loss_kl.item())
