@@ -6,6 +6,7 @@ Importing this package registers every dataset under the peers' names
 """
 # Each import registers that module's datasets.
 from . import image_folder  # noqa: F401
+from .benchmark_sets import BENCHMARK_SETS
 from .caltech101 import Caltech101
 from .dtd import DescribableTextures
 from .eurosat import EuroSAT

