@@ -1,12 +1,16 @@
 """The open_clip backbone: loading by name or file, and prompt-free towers
 that equal open_clip's own encode_text / encode_image."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from clip_backbone import CLIPBackbone, load_clip, resolve_precision
 from clip_backbone.loading import get_tokenizer
 from errors import ConfigError, WeightsError
-from tests.helpers.tiny import tiny_clip, write_openai_state_dict
+from tests.helpers.tiny import REPO, tiny_clip, write_openai_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +103,16 @@ def test_wrapped_state_dict_with_module_prefix_loads(tmp_path):
     assert torch.equal(model.text_projection, reference.text_projection)
 
 
-def test_missing_weights_offline_say_how_to_pass_a_local_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("CLIP_CACHE_DIR", str(tmp_path))
-    with pytest.raises(WeightsError, match=r"MODEL\.BACKBONE\.NAME /path/to/ViT-B-16\.pt"):
-        load_clip("ViT-B/16")
+def test_missing_weights_offline_say_how_to_pass_a_local_file(tmp_path):
+    # A fresh process: huggingface_hub reads HF_HUB_OFFLINE when it is imported.
+    code = ("from clip_backbone import load_clip\n"
+            "try:\n    load_clip('ViT-B/16')\n"
+            "except Exception as exc:\n    print(type(exc).__name__, exc)\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", CLIP_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120).stdout
+    assert out.startswith("WeightsError Could not get CLIP weights for ViT-B/16")
+    assert "MODEL.BACKBONE.NAME /path/to/ViT-B-16.pt" in out
 
 
 def test_openai_cache_file_is_used_before_any_download(tmp_path, monkeypatch):
