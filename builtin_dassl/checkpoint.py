@@ -26,6 +26,9 @@ def _atomic_write(save_dir, fpath, write):
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, fpath)
     except BaseException:
         if osp.exists(tmp):
