@@ -288,8 +288,11 @@ class PromptTrainer(TrainerX):
 
     # -------------------------------------------------------------- training
     def compute_loss(self, images, labels):
-        """Return ``(loss, summary dict of floats)``."""
-        raise NotImplementedError
+        """Return ``(loss, summary dict of floats)``; by default cross-entropy on the CLIP
+        logits (CoOp, IVLP, MaPLe)."""
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, labels)
+        return loss, self.summary(loss, logits, labels)
 
     def autocast(self):
         if self.precision == "amp":

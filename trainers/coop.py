@@ -2,7 +2,6 @@
 (or class-specific with CSC), class name at the end, middle or front."""
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from dassl_compat import TRAINER_REGISTRY
 from errors import ConfigError
@@ -107,8 +106,3 @@ class CoOp(PromptTrainer):
 
     def build_custom_clip(self, cfg, classnames, backbone):
         return CoOpCLIP(backbone, PromptLearner(cfg, classnames, backbone))
-
-    def compute_loss(self, images, labels):
-        logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
-        return loss, self.summary(loss, logits, labels)

@@ -5,14 +5,13 @@ sit at the input and replace tokens 1..N_CTX_TEXT at blocks
 replace the last N_CTX_VISION tokens at blocks 1..PROMPT_DEPTH_VISION-1."""
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from dassl_compat import TRAINER_REGISTRY
 from errors import ConfigError
 
-from .base import PromptCLIP, PromptTrainer
+from .base import PromptTrainer
 from .coop import ClassPrompts
-from .maple import check_depth, deep_prompts, init_truncated_context
+from .maple import VLPromptCLIP, check_depth, deep_prompts, init_truncated_context
 
 
 class VLPromptLearner(nn.Module):
@@ -52,18 +51,6 @@ class VLPromptLearner(nn.Module):
         return self.ctx_vision, list(self.deep_ctx_vision)
 
 
-class VLPromptCLIP(PromptCLIP):
-    def encode_text_features(self):
-        prompts, deep = self.prompt_learner.text_prompts()
-        classes = self.prompt_learner.classes
-        return self.backbone.text(prompts, classes.tokenized_prompts, deep_prompts=deep,
-                                  n_ctx=classes.n_ctx)
-
-    def encode_image_features(self, images):
-        shallow, deep = self.prompt_learner.vision_prompts()
-        return self.backbone.image(images, shallow_prompt=shallow, deep_prompts=deep or None)
-
-
 @TRAINER_REGISTRY.register()
 class IVLP(PromptTrainer):
     METHOD_NODE = "IVLP"
@@ -77,8 +64,3 @@ class IVLP(PromptTrainer):
 
     def build_custom_clip(self, cfg, classnames, backbone):
         return VLPromptCLIP(backbone, VLPromptLearner(cfg.TRAINER.IVLP, classnames, backbone))
-
-    def compute_loss(self, images, labels):
-        logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
-        return loss, self.summary(loss, logits, labels)

@@ -7,7 +7,6 @@ import copy
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from dassl_compat import TRAINER_REGISTRY
 from errors import ConfigError
@@ -80,7 +79,10 @@ class MultiModalPromptLearner(nn.Module):
         return self.proj(self.ctx), deep
 
 
-class MaPLeCLIP(PromptCLIP):
+class VLPromptCLIP(PromptCLIP):
+    """CLIP with text and vision prompts from a learner exposing ``text_prompts()`` and
+    ``vision_prompts()`` (MaPLe's coupled prompts, IVLP's and PromptSRC's independent ones)."""
+
     def encode_text_features(self):
         prompts, deep = self.prompt_learner.text_prompts()
         classes = self.prompt_learner.classes
@@ -89,7 +91,7 @@ class MaPLeCLIP(PromptCLIP):
 
     def encode_image_features(self, images):
         shallow, deep = self.prompt_learner.vision_prompts()
-        return self.backbone.image(images, shallow_prompt=shallow, deep_prompts=deep)
+        return self.backbone.image(images, shallow_prompt=shallow, deep_prompts=deep or None)
 
 
 @TRAINER_REGISTRY.register()
@@ -102,9 +104,4 @@ class MaPLe(PromptTrainer):
         return self.method_cfg.PROMPT_DEPTH
 
     def build_custom_clip(self, cfg, classnames, backbone):
-        return MaPLeCLIP(backbone, MultiModalPromptLearner(cfg, classnames, backbone))
-
-    def compute_loss(self, images, labels):
-        logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
-        return loss, self.summary(loss, logits, labels)
+        return VLPromptCLIP(backbone, MultiModalPromptLearner(cfg, classnames, backbone))
