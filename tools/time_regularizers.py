@@ -4,10 +4,12 @@
 
 Builds each trainer on ViT-B/16-sized random weights (open_clip ViT-B-16-quickgelu,
 224 px), fp32, batch 4, on a generated image-folder dataset, and times
-``forward_backward`` on one fixed batch: the median of ``--steps`` steps after one
-warm-up step. All variants of a trainer are timed in one process, one after the
-other, so their ratios compare like with like. Prints a Markdown table.
+``forward_backward`` on one fixed batch. All variants of a trainer are built in one
+process and stepped round-robin (one warm-up round, then ``--steps`` rounds), so a
+slow spell of the machine hits every variant alike; the table gives the medians and
+their ratio to the unregularized step. Prints a Markdown table.
 """
+import contextlib
 import argparse
 import os
 import os.path as osp
@@ -37,7 +39,7 @@ VARIANTS = {
 }
 
 
-def time_variant(train, build_trainer, root, out, trainer, extra, steps):
+def build_variant(train, build_trainer, root, out, trainer, extra):
     args = train.build_parser().parse_args([
         "--root", root, "--seed", "1", "--trainer", trainer,
         "--dataset-config-file", "configs/datasets/image_folder.yaml",
@@ -45,16 +47,20 @@ def time_variant(train, build_trainer, root, out, trainer, extra, steps):
         "MODEL.BACKBONE.NAME", "ViT-B-16-quickgelu", "MODEL.BACKBONE.PRETRAINED", "random",
         f"TRAINER.{train_node(trainer)}.PREC", "fp32", "DATALOADER.NUM_WORKERS", "0",
         "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATASET.SUBSAMPLE_CLASSES", "base", *extra])
-    t = build_trainer(train.setup_cfg(args))
+    with contextlib.redirect_stdout(open(os.devnull, "w")):
+        t = build_trainer(train.setup_cfg(args))
+    torch.manual_seed(0)
     batch = next(iter(t.train_loader_x))
     t.set_model_mode("train")
     t.epoch, t.batch_idx, t.num_batches = 0, 0, 10**9  # never the epoch's last batch
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
+    return t, batch
+
+
+def step_seconds(t, batch):
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(open(os.devnull, "w")):
         t.forward_backward(batch)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+    return time.perf_counter() - start
 
 
 def train_node(trainer):
@@ -80,13 +86,21 @@ def main():
     torch.manual_seed(0)
     rows = []
     for trainer in args.trainers:
-        base = None
-        for name in args.variants:
-            sec = time_variant(train, build_trainer, work, osp.join(work, f"{trainer}-{name}"),
-                               trainer, VARIANTS[name], args.steps)
-            base = sec if name == "none" else base
+        built = {name: build_variant(train, build_trainer, work,
+                                     osp.join(work, f"{trainer}-{name}"), trainer, VARIANTS[name])
+                 for name in args.variants}
+        times = {name: [] for name in built}
+        for round_ in range(args.steps + 1):
+            for name, (t, batch) in built.items():
+                sec = step_seconds(t, batch)
+                if round_:  # round 0 warms up
+                    times[name].append(sec)
+                print(f"{trainer} round {round_} {name}: {sec:.3f} s", file=sys.stderr, flush=True)
+        base = statistics.median(times["none"]) if "none" in times else None
+        for name in built:
+            sec = statistics.median(times[name])
             rows.append((trainer, name, sec, sec / base if base else float("nan")))
-            print(f"{trainer:10s} {name:28s} {sec:7.3f} s/step", file=sys.stderr, flush=True)
+        del built
 
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{args.classes // 2} base classes, batch 4, fp32, median of {args.steps} steps\n")
