@@ -4,22 +4,30 @@
     python benchmark/pretrain_tiny_clip.py --data DATA --out benchmark/tiny_clip.pt --seed 0
 
 Images: each set's ``pretrain.json`` part (disjoint from its train/val/test
-splits), read as the data pipeline reads them (RGB, bicubic resize to the model
-size), with light augmentation (a small random affine: scale, rotation, shift;
-no flips, which would change digits). Captions: for each image, one template
-drawn from the shared and the set's own templates (benchmark/sets.py) filled
-with its class name.
+splits), read as the data pipeline reads them (bicubic resize to the model
+size), then per sample: a small random rotation and shift, a random scale, and a
+random ink colour (white ink, as in the test images, half of the time).
 
-Loss: CLIP's symmetric image-text InfoNCE over the batch. A batch holds many
-images of one class, so every pair with the same class name is a positive and
-the targets are spread evenly over them (UniCL, Yang et al. 2022); digit names
-are shared by MNIST and Digits. The text tower runs on the captions cut to the
-longest one in the batch: with a causal mask the end-of-text feature does not
-depend on the padding after it, so this equals running at the full 77 tokens.
+Captions: a template drawn from the shared and the set's own templates
+(benchmark/sets.py), filled with the class name, and with the image's colour
+("a photo of a red coat.") and size ("small"/"large", when the scale is far from
+1) each named half of the time. Without these words a caption says only the class,
+whatever the template, and the text tower learns to ignore every word but the
+class name; then no learned context (CoOp) can move its output. With them, words
+around the class name carry information, as in real captions.
+
+Loss: CLIP's symmetric image-text InfoNCE over the batch. A caption fits every
+image of its class whose colour and size match the words it names, so a batch
+has many positives per row; the targets are spread evenly over them (UniCL, Yang
+et al. 2022). Digit names are shared by MNIST and Digits. The text tower runs on
+the captions cut to the longest one in the batch: with a causal mask the
+end-of-text feature does not depend on the padding after it, so this equals
+running at the full 77 tokens.
 
 Output: the model's state dict in fp16 with open_clip CLIP's (= OpenAI's) key
 names, loadable as ``MODEL.BACKBONE.NAME <file>``. One thread, fixed steps and
-seed: the same command on the same data rebuilds the same weights.
+seed: the same command on the same data rebuilds the same weights (the file's
+bytes differ run to run only by torch.save's random serialization id).
 """
 import argparse
 import math
@@ -37,35 +45,52 @@ import torch.nn.functional as F
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import clip_backbone  # noqa: E402,F401  (registers clip_backbone/model_configs)
-from benchmark.sets import SETS, captions  # noqa: E402
-from benchmark.zeroshot import evaluate, read_split_images, to_tensor  # noqa: E402
+from benchmark.sets import COMMON_TEMPLATES, SETS  # noqa: E402
+from benchmark.zeroshot import CLIP_MEAN, CLIP_STD, evaluate, read_split_images, to_tensor  # noqa: E402
 
 MODEL = "bench-tiny-vit-quickgelu"
+# ink colours (RGB in [0, 1]); white, the colour of every test image, half of the time
+COLOURS = {"white": (1.0, 1.0, 1.0), "red": (1.0, 0.15, 0.15), "green": (0.15, 1.0, 0.15),
+           "blue": (0.25, 0.35, 1.0), "yellow": (1.0, 1.0, 0.15)}
+COLOUR_PROBS = (0.5, 0.125, 0.125, 0.125, 0.125)
+SCALE_RANGE = (0.65, 1.2)
+SIZE_WORDS = ((0.8, "small"), (1.05, "large"))  # scale below 0.8: small; above 1.05: large
 
 
 def load_pretrain_pool(data, size):
-    """All sets' pretraining images as one normalised tensor, with caption ids."""
-    xs, caption_rows, class_keys = [], [], []
+    """All sets' pretraining images as one ``(N, 1, size, size)`` tensor in [0, 1],
+    with each image's class name and its set's caption templates."""
+    xs, classnames, templates = [], [], []
     for image_set in SETS:
         images, labels = read_split_images(data, image_set, "pretrain")
-        xs.append(to_tensor(images, size))
+        xs.append(to_tensor(images, size, normalise=False)[:, :1])
+        set_templates = COMMON_TEMPLATES + image_set.templates
         for label in labels:
-            caption_rows.append((image_set.name, int(label)))
-            class_keys.append(image_set.classnames[label])
-    return torch.cat(xs), caption_rows, class_keys
+            classnames.append(image_set.classnames[label])
+            templates.append(set_templates)
+    return torch.cat(xs), classnames, templates
 
 
-def augment(x, generator):
+def size_word(scale):
+    if scale < SIZE_WORDS[0][0]:
+        return SIZE_WORDS[0][1]
+    if scale > SIZE_WORDS[1][0]:
+        return SIZE_WORDS[1][1]
+    return None
+
+
+def augment(x, scale, colours, generator):
+    """Rotate, shift and scale ``x`` (N, 1, H, W), colour its ink, normalise as CLIP."""
     n = x.shape[0]
-    scale = torch.empty(n).uniform_(0.85, 1.15, generator=generator)
     angle = torch.empty(n).uniform_(-0.2, 0.2, generator=generator)  # radians, about 11 degrees
-    shift = torch.empty(n, 2).uniform_(-0.12, 0.12, generator=generator)
+    shift = torch.empty(n, 2).uniform_(-0.1, 0.1, generator=generator)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, x.shape, align_corners=False)
-    # pad with the normalised value of black, the background of every set
-    background = x.amin(dim=(2, 3), keepdim=True)
-    return F.grid_sample(x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + background
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # black background
+    x = x * colours[:, :, None, None]
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 def encode_text_cut(model, tokens):
@@ -88,6 +113,33 @@ def param_groups(model, weight_decay):
         else:
             decay.append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def sample_batch(pool, classnames, templates, batch_size, generator):
+    """Images, captions and the image-caption match matrix of one batch."""
+    idx = torch.randint(len(pool), (batch_size,), generator=generator)
+    scale = torch.empty(batch_size).uniform_(*SCALE_RANGE, generator=generator)
+    names = list(COLOURS)
+    colour_ids = torch.multinomial(torch.tensor(COLOUR_PROBS), batch_size, replacement=True, generator=generator)
+    coins = torch.rand(batch_size, 3, generator=generator)
+    captions, said_colour, said_size = [], [], []
+    for b, i in enumerate(idx.tolist()):
+        colour = names[colour_ids[b]] if coins[b, 0] < 0.5 else None
+        size = size_word(scale[b].item()) if coins[b, 1] < 0.5 else None
+        words = " ".join(w for w in (size, colour, classnames[i]) if w)
+        template = templates[i][int(coins[b, 2] * len(templates[i]))]
+        captions.append(template.format(words))
+        said_colour.append(colour)
+        said_size.append(size)
+    cls = [classnames[i] for i in idx.tolist()]
+    img_colour = [names[c] for c in colour_ids.tolist()]
+    img_size = [size_word(s) for s in scale.tolist()]
+    match = torch.tensor([[cls[i] == cls[j] and said_colour[j] in (None, img_colour[i])
+                           and said_size[j] in (None, img_size[i]) for j in range(batch_size)]
+                          for i in range(batch_size)], dtype=torch.float32)
+    colours = torch.tensor([COLOURS[c] for c in img_colour])
+    images = augment(pool[idx], scale, colours, generator)
+    return images, captions, match
 
 
 def main(argv=None):
@@ -113,16 +165,8 @@ def main(argv=None):
     model = open_clip.create_model(args.model, pretrained=None).float()
     tokenizer = open_clip.get_tokenizer(args.model)
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, (tuple, list)) else model.visual.image_size
-
-    pool, caption_rows, class_keys = load_pretrain_pool(args.data, size)
-    all_captions = {s.name: captions(s) for s in SETS}
-    caption_list = sorted({c for per_set in all_captions.values() for per_class in per_set for c in per_class})
-    caption_index = {c: i for i, c in enumerate(caption_list)}
-    caption_tokens = tokenizer(caption_list)
-    choices = [[caption_index[c] for c in all_captions[name][label]] for name, label in caption_rows]
-    keys = sorted(set(class_keys))
-    class_ids = torch.tensor([keys.index(k) for k in class_keys])
-    print(f"{len(pool)} pretraining images, {len(caption_list)} captions, {len(keys)} class names")
+    pool, classnames, templates = load_pretrain_pool(args.data, size)
+    print(f"{len(pool)} pretraining images, {len(set(classnames))} class names")
 
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
 
@@ -136,17 +180,14 @@ def main(argv=None):
     for step in range(args.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        idx = torch.randint(len(pool), (args.batch_size,), generator=generator)
-        picks = torch.tensor([choices[i][int(torch.randint(len(choices[i]), (1,), generator=generator))]
-                              for i in idx.tolist()])
-        unique, inverse = torch.unique(picks, return_inverse=True)
-
-        image_features = F.normalize(model.encode_image(augment(pool[idx], generator)), dim=-1)
-        text_features = F.normalize(encode_text_cut(model, caption_tokens[unique]), dim=-1)[inverse]
+        images, captions, match = sample_batch(pool, classnames, templates, args.batch_size, generator)
+        unique = sorted(set(captions))
+        inverse = torch.tensor([unique.index(c) for c in captions])
+        image_features = F.normalize(model.encode_image(images), dim=-1)
+        text_features = F.normalize(encode_text_cut(model, tokenizer(unique)), dim=-1)[inverse]
         logits = model.logit_scale.exp() * image_features @ text_features.T
-        same = (class_ids[idx][:, None] == class_ids[idx][None, :]).float()
-        targets = same / same.sum(dim=1, keepdim=True)
-        loss = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+        loss = 0.5 * (F.cross_entropy(logits, match / match.sum(1, keepdim=True))
+                      + F.cross_entropy(logits.T, match.T / match.T.sum(1, keepdim=True)))
 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

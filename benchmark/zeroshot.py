@@ -24,13 +24,15 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TEMPLATE = "a photo of a {}."
 
 
-def to_tensor(images, size):
-    """uint8 grayscale arrays ``(N, H, W)`` -> normalised RGB ``(N, 3, size, size)``."""
+def to_tensor(images, size, normalise=True):
+    """uint8 grayscale arrays ``(N, H, W)`` -> RGB ``(N, 3, size, size)``, CLIP-normalised."""
     out = []
     for img in images:
         pil = Image.fromarray(np.asarray(img, dtype=np.uint8)).convert("RGB").resize((size, size), Image.BICUBIC)
         out.append(np.asarray(pil, dtype=np.float32) / 255.0)
     x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+    if not normalise:
+        return x
     mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     return (x - mean) / std
 
