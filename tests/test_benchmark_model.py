@@ -25,7 +25,6 @@ MARGIN = 30.0  # percentage points above chance on every set
 
 @pytest.fixture(scope="module")
 def tiny_clip():
-    torch.set_num_threads(1)
     model, name = load_clip(CHECKPOINT)
     return model, get_tokenizer(model, name)
 
