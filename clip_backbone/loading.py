@@ -102,16 +102,21 @@ def build_from_openai_file(path):
     return model.eval()
 
 
-def _create(name, pretrained):
+def _create(name, pretrained, failure="Could not build the open_clip model ({reason})."):
+    """open_clip.create_model; a failure to get the weights becomes one WeightsError
+    that starts with ``failure`` (what could not be had and how to supply it)."""
     # open_clip logs download failures and random init on the root logger; we
     # raise one error (or the user asked for random init), so keep it quiet.
     logging.disable(logging.ERROR)
     try:
         model = open_clip.create_model(name, pretrained=pretrained)
     except RuntimeError as exc:
-        if "not found" in str(exc).lower() and "model config" in str(exc).lower():
+        message = str(exc).lower()
+        if "not found" in message and "model config" in message:
             raise ConfigError(_unknown_name_message(name)) from None
-        raise
+        raise WeightsError(failure.format(reason=_reason(exc))) from None
+    except Exception as exc:  # noqa: BLE001 - any other download failure
+        raise WeightsError(failure.format(reason=_reason(exc))) from None
     finally:
         logging.disable(logging.NOTSET)
     return model.float().eval()
@@ -138,15 +143,9 @@ def load_clip(name, pretrained=""):
         if osp.isfile(cached):
             return build_from_openai_file(cached), config
         tag = pretrained or "openai"
-        try:
-            return _create(config, tag), config
-        except (ConfigError, WeightsError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - any download failure
-            raise WeightsError(
-                f"Could not get CLIP weights for {name} (open_clip {config!r}, tag "
-                f"{tag!r}; {_reason(exc)}). " + _offline_hint(name, archive)
-            ) from None
+        failure = (f"Could not get CLIP weights for {name} (open_clip {config!r}, tag {tag!r}; "
+                   "{reason}). " + _offline_hint(name, archive))
+        return _create(config, tag, failure), config
 
     if osp.isfile(name) or name.startswith(("/", ".", "~")) or name.endswith((".pt", ".pth", ".bin")):
         name = osp.expanduser(name)
@@ -167,17 +166,10 @@ def load_clip(name, pretrained=""):
         )
     if pretrained == RANDOM_INIT:
         return _create(name, None), name
-    try:
-        return _create(name, pretrained), name
-    except (ConfigError, WeightsError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - any download failure
-        raise WeightsError(
-            f"Could not get weights {pretrained!r} for open_clip model {name!r} "
-            f"({_reason(exc)}). Offline, pass a "
-            f"local file as MODEL.BACKBONE.PRETRAINED (a path) or as MODEL.BACKBONE.NAME "
-            f"(an OpenAI-format file)."
-        ) from None
+    failure = (f"Could not get weights {pretrained!r} for open_clip model {name!r} ({{reason}}). "
+               "Offline, pass a local file as MODEL.BACKBONE.PRETRAINED (a path) or as "
+               "MODEL.BACKBONE.NAME (an OpenAI-format file).")
+    return _create(name, pretrained, failure), name
 
 
 def get_tokenizer(model, model_name):
