@@ -7,8 +7,6 @@ import pytest
 from benchmark.run_benchmark import (cfg_name, forgetting, l2_distance, otdd, pearson,
                                      spearman)
 
-pytest.importorskip("ot")
-
 
 def two_clusters():
     # class 0 around the origin, class 1 far away; 3 points each
