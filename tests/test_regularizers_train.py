@@ -120,3 +120,19 @@ def test_a_regularizer_a_trainer_cannot_feed_is_refused_by_name(root, tmp_path):
         extra=["LDIFS.ENABLE", "True"]))
     with pytest.raises(ConfigError, match="LDIFS does not apply to CoCoOp"):
         build_trainer(train.setup_cfg(args))
+
+
+def test_ensemble_templates_average_promptsrc_s_template_set(root, tmp_path):
+    import torch.nn.functional as F
+
+    from trainers.templates import PROMPTSRC_TEMPLATES
+
+    trainer = build(root, tmp_path / "ens", "CoOp", [*REGULARIZERS["FDA"],
+                                                     "PROXYFDA.TEMPLATES", "ensemble"])
+    names = [c.replace("_", " ") for c in trainer.dm.dataset.classnames]
+    backbone = trainer.model.backbone
+    expected = F.normalize(torch.stack([
+        F.normalize(backbone.encode_prompts([t.replace("{}", n) for n in names]), dim=-1)
+        for t in PROMPTSRC_TEMPLATES]).mean(0), dim=-1)
+    assert len(PROMPTSRC_TEMPLATES) == 60
+    assert torch.allclose(trainer.text_frozen, expected)

@@ -43,7 +43,7 @@ from regularizers import (
     regularization_loss,
 )
 
-from .templates import IMAGENET_TEMPLATES_SELECT, clean_classname, dataset_template
+from .templates import PROMPTSRC_TEMPLATES, clean_classname, dataset_template
 
 
 class PromptCLIP(nn.Module):
@@ -246,13 +246,11 @@ class PromptTrainer(TrainerX):
 
     def frozen_text_features(self, names):
         """Frozen CLIP class text features under the dataset template or the ensemble."""
-        if self.cfg.PROXYFDA.TEMPLATES == "ensemble":
-            from . import templates
-
-            ensemble = list(getattr(templates, "IMAGENET_TEMPLATES", IMAGENET_TEMPLATES_SELECT))
+        if self.cfg.PROXYFDA.TEMPLATES == "ensemble":  # PromptSRC's template ensemble
             feats = torch.stack([
-                F.normalize(self.model.backbone.encode_prompts([t.format(n) for n in names]), dim=-1)
-                for t in ensemble])
+                F.normalize(self.model.backbone.encode_prompts([t.replace("{}", n) for n in names]),
+                            dim=-1)
+                for t in PROMPTSRC_TEMPLATES])
             return F.normalize(feats.mean(0), dim=-1)
         template = dataset_template(self.cfg.DATASET.NAME)
         return self.model.backbone.encode_prompts([template.format(n) for n in names])
