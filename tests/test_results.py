@@ -156,6 +156,18 @@ def test_published_numbers_sit_beside_16_shot_runs_only(tmp_path):
     assert rows[4].published is None and rows[4].pub_hm is None
 
 
+def test_published_numbers_are_not_shown_beside_other_datasets(tmp_path):
+    # The CPU benchmark's sets are not among the 11; CLIP ViT-B/16 numbers beside them mislead.
+    root = str(tmp_path)
+    add_run(root, "CoOp", "digits", 1, 80.0, 60.0, shots=16)
+    add_run(root, "CoOp", "dtd", 1, 80.0, 60.0, shots=16)
+    avg = results.summarize(root).row("CoOp", results.AVERAGE)
+    assert avg.datasets == ["dtd", "digits"] and avg.published is None
+    root2 = str(tmp_path / "two")
+    add_run(root2, "CoOp", "dtd", 1, 80.0, 60.0, shots=16)
+    assert results.summarize(root2).row("CoOp", results.AVERAGE).published == "CoOp"
+
+
 def test_proxyfda_configs_map_to_the_proxyfda_published_row():
     assert results.published_label("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx_proxyfda") == \
         "PromptSRC + Proxy-FDA"
