@@ -45,3 +45,13 @@ def test_zero_shot_beats_chance_by_a_margin_on_the_fixed_sample(tiny_clip, image
     chance = 100.0 / len(image_set.classnames)
     accuracy = zeroshot_accuracy(model, tokenizer, images, labels, image_set.classnames)
     assert accuracy >= chance + MARGIN, f"{image_set.name}: {accuracy:.1f}% vs chance {chance:.1f}%"
+
+
+@pytest.mark.parametrize("image_set", SETS, ids=[s.name for s in SETS])
+def test_each_set_has_a_hand_prompt_the_tiny_clip_was_pretrained_with(image_set):
+    # ZeroshotCLIP, KgCoOp and Proxy-FDA's frozen class-text set read this template; one the
+    # text tower never saw in pretraining would make a weaker zero-shot reference.
+    from benchmark.sets import COMMON_TEMPLATES
+    from trainers.templates import CUSTOM_TEMPLATES, dataset_template
+    assert image_set.name in CUSTOM_TEMPLATES
+    assert dataset_template(image_set.name) in COMMON_TEMPLATES + list(image_set.templates)
