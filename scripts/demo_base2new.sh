@@ -1,39 +1,64 @@
 #!/bin/bash
-# Base-to-novel in about a minute on CPU, with no download: make the toy dataset if it is
-# missing, train on the base classes for two seeds, test on the novel classes, print the
-# results table. Every step goes through the real per-trainer scripts.
+# The main job, end to end on CPU in a few minutes, with no download: base-to-novel on the
+# CPU benchmark's Digits set (scikit-learn's 8x8 digits, written as a dataset in the split-file
+# layout) with the committed tiny CLIP (benchmark/tiny_clip.pt). For each run in RUNS and
+# each seed: train on the 16-shot base classes, test on the base and the novel classes;
+# then print base / novel / HM (mean ± std over seeds) and ΔNew against zero-shot CLIP.
+# Every step goes through the real per-trainer scripts (scripts/*/base2new_*.sh).
 #
-#   scripts/demo_base2new.sh
+#   bash scripts/demo_base2new.sh
 #
-# Environment (defaults in brackets): DATA [data], OUTPUT [output/demo], TRAINER [CoOp],
-# CFG [tiny_ctxv1], DATASET [image_folder], SHOTS [4], SEEDS ["1 2"], PYTHON [python].
-# TRAINER is the registered name; its scripts are the scripts/*/ folder whose scripts say
-# TRAINER=<it>.
+# Environment (defaults in brackets): DATA [data], OUTPUT [output/demo], DATASET [digits],
+# SHOTS [16], SEEDS ["1 2 3"], PYTHON [python],
+# RUNS ["ZeroshotCLIP/bench_tiny_clip MaPLe/bench_tiny_clip MaPLe/bench_tiny_clip_proxyfda"]:
+# TRAINER/CFG pairs, TRAINER the registered name (its scripts are the scripts/*/ folder whose
+# scripts say TRAINER=<it>), CFG a config of that trainer. TRAINER=X CFG=Y is short for RUNS=X/Y.
+# DATASET is one of the benchmark sets (digits, fashion_mnist, animal_mnist, mnist; written by
+# benchmark/prepare_data.py when missing, see benchmark/README.md for the packages the last
+# three need) or image_folder (a random toy set for the tiny_* configs, e.g.
+# DATASET=image_folder SHOTS=4 RUNS=CoOp/tiny_ctxv1).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 export DATA="$(abspath "${DATA:-$REPO/data}")"
 export OUTPUT="$(abspath "${OUTPUT:-$REPO/output/demo}")"
-export SHOTS="${SHOTS:-4}"
-TRAINER="${TRAINER:-CoOp}"
-CFG="${CFG:-tiny_ctxv1}"
-DATASET="${DATASET:-image_folder}"
-SEEDS="${SEEDS:-1 2}"
+export SHOTS="${SHOTS:-16}"
+DATASET="${DATASET:-digits}"
+SEEDS="${SEEDS:-1 2 3}"
+RUNS="${RUNS:-ZeroshotCLIP/bench_tiny_clip MaPLe/bench_tiny_clip MaPLe/bench_tiny_clip_proxyfda}"
+if [[ -n "${TRAINER:-}" ]]; then
+    RUNS="$TRAINER/${CFG:?TRAINER is set, so CFG must be too (or use RUNS=TRAINER/CFG)}"
+fi
 PY="${PYTHON:-python}"
 cd "$REPO"
 
-scripts="$(dirname "$(grep -lx "TRAINER=$TRAINER" scripts/*/base2new_train.sh | head -n 1)")"
-[[ "$scripts" != . ]] || { echo "ERROR: no scripts/*/ folder for TRAINER=$TRAINER" >&2; exit 1; }
-
+case "$DATASET" in
+    digits) SET=Digits ;;
+    fashion_mnist) SET=FashionMNIST ;;
+    animal_mnist) SET=AnimalMNIST ;;
+    mnist) SET=MNIST ;;
+    *) SET="" ;;
+esac
 if [[ "$DATASET" == image_folder && ! -d "$DATA/toy" ]]; then
     "$PY" -m datasets.make_toy_dataset --out "$DATA/toy"
+elif [[ -n "$SET" && ! -f "$DATA/$DATASET/split_$SET.json" ]]; then
+    "$PY" benchmark/prepare_data.py --out "$DATA" --sets "$SET"
 fi
 
-for seed in $SEEDS; do
-    bash "$scripts/base2new_train.sh" "$DATASET" "$seed" "$CFG"
-    bash "$scripts/base2new_test.sh" "$DATASET" "$seed" "$CFG"
+shown=()
+for run in $RUNS; do
+    trainer="${run%%/*}"
+    cfg="${run#*/}"
+    [[ "$run" == */* && -n "$trainer" && -n "$cfg" ]] || { echo "ERROR: RUNS entry '$run' is not TRAINER/CFG" >&2; exit 1; }
+    scripts="$(dirname "$(grep -lx "TRAINER=$trainer" scripts/*/base2new_train.sh | head -n 1)")"
+    [[ "$scripts" != . ]] || { echo "ERROR: no scripts/*/ folder for TRAINER=$trainer" >&2; exit 1; }
+    for seed in $SEEDS; do
+        bash "$scripts/base2new_train.sh" "$DATASET" "$seed" "$cfg"
+        bash "$scripts/base2new_test.sh" "$DATASET" "$seed" "$cfg"
+    done
+    shown+=("$run")
 done
 
 # shellcheck disable=SC2086
-"$PY" tools/results.py "$OUTPUT" --trainers "$TRAINER/$CFG" --datasets "$DATASET" --seeds $SEEDS
+"$PY" tools/results.py "$OUTPUT" --trainers "${shown[@]}" --datasets "$DATASET" --seeds $SEEDS

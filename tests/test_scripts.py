@@ -94,14 +94,17 @@ def demo_default(demo_vars, key):
     return re.fullmatch(r'"\$\{' + key + r':-(.+)\}"', demo_vars[key]).group(1)
 
 
-def test_demo_defaults_name_an_existing_trainer_script_and_config():
-    demo = script_vars(osp.join(SCRIPTS, "demo_base2new.sh"))
-    trainer, cfg = demo_default(demo, "TRAINER"), demo_default(demo, "CFG")
-    owners = [p for p in glob.glob(osp.join(SCRIPTS, "*", "base2new_train.sh"))
-              if script_vars(p)["TRAINER"] == trainer]
-    assert len(owners) == 1
-    config_dir = script_vars(owners[0])["CONFIG_DIR"]
-    assert osp.isfile(osp.join(REPO, "configs", "trainers", config_dir, cfg + ".yaml"))
+def test_demo_defaults_name_existing_trainer_scripts_and_configs():
+    with open(osp.join(SCRIPTS, "demo_base2new.sh")) as f:
+        runs = re.search(r'^RUNS="\$\{RUNS:-([^}]+)\}"', f.read(), flags=re.M).group(1).split()
+    assert [r.split("/")[0] for r in runs] == ["ZeroshotCLIP", "MaPLe", "MaPLe"]
+    for run in runs:
+        trainer, cfg = run.split("/")
+        owners = [p for p in glob.glob(osp.join(SCRIPTS, "*", "base2new_train.sh"))
+                  if script_vars(p)["TRAINER"] == trainer]
+        assert len(owners) == 1, run
+        config_dir = script_vars(owners[0])["CONFIG_DIR"]
+        assert osp.isfile(osp.join(REPO, "configs", "trainers", config_dir, cfg + ".yaml")), run
 
 
 @pytest.fixture(scope="module")
@@ -206,10 +209,32 @@ def test_finished_runs_are_skipped_on_rerun(b2n):
 def test_demo_runs_the_same_scripts_and_prints_the_table(b2n):
     # Against finished runs every step is skipped, so this checks the demo's wiring quickly.
     proc = run_script("demo_base2new.sh", env=dict(b2n["env"], TRAINER="CoOp", CFG="tiny_ctxv1",
-                                                   DATASET="image_folder"))
+                                                   DATASET="image_folder", SEEDS="1 2"))
     assert proc.stdout.count("skip this job (finished)") == 4
     assert "== CoOp/tiny_ctxv1, 2 shots" in proc.stdout
     assert re.search(r"^image_folder\s+2\s", proc.stdout, flags=re.M)
+
+
+def test_demo_default_dataset_is_prepared_and_scored_with_the_committed_clip(tmp_path):
+    # The main job's default path, zero-shot only (seconds): Digits is written from
+    # scikit-learn into the split-file layout, the committed tiny CLIP scores it through the
+    # zsclip scripts, and the table shows the numbers of benchmark/README.md.
+    env = dict(DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "out"), SEEDS="1",
+               RUNS="ZeroshotCLIP/bench_tiny_clip")
+    proc = run_script("demo_base2new.sh", env=env)
+    assert osp.isfile(tmp_path / "data" / "digits" / "split_Digits.json")
+    row = re.search(r"^digits\s+1\s+(\S+) ± 0.00\s+(\S+) ± 0.00\s+(\S+)", proc.stdout,
+                    flags=re.M)
+    assert row, proc.stdout
+    assert [float(v) for v in row.groups()] == pytest.approx([97.2, 93.2, 95.16], abs=0.01)
+    assert "published" not in proc.stdout.split("Notes:")[1]  # not the 11 datasets
+
+
+def test_demo_rejects_a_run_that_is_not_trainer_slash_cfg(tmp_path):
+    proc = run_script("demo_base2new.sh", env=dict(DATA=str(tmp_path), RUNS="MaPLe",
+                                                   OUTPUT=str(tmp_path / "o")), check=False)
+    assert proc.returncode == 1
+    assert "RUNS entry 'MaPLe' is not TRAINER/CFG" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------
