@@ -262,6 +262,23 @@ def last_accuracy(out_dir: str) -> float:
     return val
 
 
+def correlations(pairs: Dict[str, list]) -> Dict[str, dict]:
+    """Pearson and Spearman of each distance against the accuracy change, over all pairs
+    ("all") and over each trainer's pairs alone (which removes the between-trainer step-size
+    differences that dominate the pooled numbers)."""
+    trainers = np.asarray(pairs["trainer"])
+    out = {}
+    for group in ["all"] + sorted(set(pairs["trainer"])):
+        keep = np.ones(len(trainers), bool) if group == "all" else trainers == group
+        dacc = np.asarray(pairs["dacc"], float)[keep]
+        out[group] = {}
+        for k in ("l2", "otdd", "img_l2"):
+            dist = np.asarray(pairs[k], float)[keep]
+            out[group][k] = {"n": int(keep.sum()), "pearson": pearson(dist, dacc),
+                             "spearman": spearman(dist, dacc)}
+    return out
+
+
 def summarize(records: List[dict], out_dir: str, zs: Dict[str, dict]) -> str:
     groups: Dict[tuple, List[dict]] = {}
     for r in records:
@@ -279,7 +296,7 @@ def summarize(records: List[dict], out_dir: str, zs: Dict[str, dict]) -> str:
         vals = np.asarray(vals, float)
         return f"{vals.mean():.{dec}f} ± {vals.std():.{dec}f}"
 
-    pairs = {"l2": [], "otdd": [], "img_l2": [], "dacc": []}
+    pairs = {"l2": [], "otdd": [], "img_l2": [], "dacc": [], "trainer": []}
     for (trainer, cfg), rs in sorted(groups.items()):
         base = [r["base"] for r in rs]; novel = [r["novel"] for r in rs]
         dnew = [r["novel"] - zs[r["dataset"]]["novel"] for r in rs]
@@ -295,15 +312,18 @@ def summarize(records: List[dict], out_dir: str, zs: Dict[str, dict]) -> str:
         for r in rs:
             for s, d in r["eval"]["forgetting"]["per_set"].items():
                 pairs["dacc"].append(d)
+                pairs["trainer"].append(trainer)
                 for k in ("l2", "otdd", "img_l2"):
                     pairs[k].append(r["eval"][k][s])
-    corr = {k: {"pearson": pearson(pairs[k], pairs["dacc"]),
-                "spearman": spearman(pairs[k], pairs["dacc"])} for k in ("l2", "otdd", "img_l2")}
-    lines += ["", f"Correlation with the accuracy change on the other sets, over "
-              f"{len(pairs['dacc'])} (run, other set) pairs (negative = larger distance, "
-              f"more forgetting):", "", "| distance | Pearson | Spearman |", "|---|---|---|"]
-    for k, c in corr.items():
-        lines.append(f"| {k} | {c['pearson']:.3f} | {c['spearman']:.3f} |")
+    corr = correlations(pairs)
+    lines += ["", "Correlation with the accuracy change on the other sets, over (run, other "
+              "set) pairs, all trainers pooled and per trainer (negative = larger distance, "
+              "more forgetting):", "", "| pairs | n | distance | Pearson | Spearman |",
+              "|---|---|---|---|---|"]
+    for group, cs in corr.items():
+        for k, c in cs.items():
+            lines.append(f"| {group} | {c['n']} | {k} | {c['pearson']:.3f} | "
+                         f"{c['spearman']:.3f} |")
     lines += ["", "± is the population std over runs (seeds x sets), ddof=0; base / novel / "
               "ΔNew are means over sets and seeds."]
     md = "\n".join(lines) + "\n"

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from benchmark.run_benchmark import (cfg_name, forgetting, l2_distance, otdd, pearson,
-                                     spearman)
+from benchmark.run_benchmark import (cfg_name, correlations, forgetting, l2_distance, otdd,
+                                     pearson, spearman)
 
 
 def two_clusters():
@@ -73,6 +73,21 @@ def test_correlations():
     assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 3, 4], [1, 10, 100, 1000]) == pytest.approx(1.0)
     assert math.isnan(pearson([1, 1, 1], [1, 2, 3]))
+
+
+def test_per_trainer_correlations_are_taken_within_each_trainer():
+    # Pooled, the two trainers' offsets make L2 look predictive; within each trainer it is
+    # exactly anti-predictive for A and perfectly predictive for B.
+    pairs = {"trainer": ["A"] * 3 + ["B"] * 3,
+             "l2": [1, 2, 3, 10, 11, 12], "otdd": [1, 2, 3, 4, 5, 6],
+             "img_l2": [0, 0, 0, 1, 1, 1], "dacc": [-3, -2, -1, -20, -21, -22]}
+    c = correlations(pairs)
+    assert set(c) == {"all", "A", "B"}
+    assert c["all"]["l2"]["n"] == 6 and c["A"]["l2"]["n"] == 3
+    assert c["all"]["l2"]["pearson"] < -0.9
+    assert c["A"]["l2"]["pearson"] == pytest.approx(1.0)
+    assert c["B"]["l2"]["spearman"] == pytest.approx(-1.0)
+    assert math.isnan(c["A"]["img_l2"]["pearson"])  # constant within A
 
 
 def test_cfg_names_match_the_results_table_marks():
