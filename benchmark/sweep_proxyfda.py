@@ -31,7 +31,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from benchmark.run_benchmark import SETS, cfg_name  # noqa: E402
+from benchmark.run_benchmark import SETS, cfg_name, last_accuracy, run_dirs  # noqa: E402
 
 # name -> config options on top of PROXYFDA.ENABLE True (the defaults of regularizers/config.py
 # for every key not named). One knob at a time, then the combinations the first round suggests.
@@ -48,13 +48,15 @@ VARIANTS: Dict[str, List[str]] = {
     "textonly": ["PROXYFDA.IMAGE_WEIGHT", "0.0"],
     "imageonly": ["PROXYFDA.TEXT_WEIGHT", "0.0"],
 }
-# Second round: at the best loss weight of the first round, proxies off and each set alone.
+# Second round, after the first (which favoured larger loss weights, λ = 30 scoring best):
+# a larger λ still, and at λ = 30 proxies off, each feature set alone, and the sharper τ.
+W30 = VARIANTS["w30"]
 ROUND2: Dict[str, List[str]] = {
-    "w10_fda": VARIANTS["w10"] + ["PROXYFDA.PROXY.ENABLE", "False"],
-    "w10_textonly": ["PROXYFDA.TEXT_WEIGHT", "10.0", "PROXYFDA.IMAGE_WEIGHT", "0.0"],
-    "w10_imageonly": ["PROXYFDA.TEXT_WEIGHT", "0.0", "PROXYFDA.IMAGE_WEIGHT", "10.0"],
-    "w10_tau0.5": VARIANTS["w10"] + ["PROXYFDA.TAU", "0.5"],
-    "w10_negone": VARIANTS["w10"] + ["PROXYFDA.NEG_WEIGHT", "one"],
+    "w100": ["PROXYFDA.TEXT_WEIGHT", "100.0", "PROXYFDA.IMAGE_WEIGHT", "100.0"],
+    "w30_fda": W30 + ["PROXYFDA.PROXY.ENABLE", "False"],
+    "w30_textonly": ["PROXYFDA.TEXT_WEIGHT", "30.0", "PROXYFDA.IMAGE_WEIGHT", "0.0"],
+    "w30_imageonly": ["PROXYFDA.TEXT_WEIGHT", "0.0", "PROXYFDA.IMAGE_WEIGHT", "30.0"],
+    "w30_tau0.05": W30 + ["PROXYFDA.TAU", "0.05"],
 }
 ALL = {**VARIANTS, **ROUND2}
 
@@ -119,7 +121,6 @@ _ZS_CACHE: Dict[str, float] = {}
 def _zs_novel(output: str, dataset: str) -> float:
     """Zero-shot novel accuracy of ``dataset``, from the runner's ZeroshotCLIP test_new log."""
     if dataset not in _ZS_CACHE:
-        from benchmark.run_benchmark import last_accuracy, run_dirs
         d = run_dirs(output, dataset, "ZeroshotCLIP", "bench_tiny_clip", 1)
         _ZS_CACHE[dataset] = last_accuracy(d["test_new"])
     return _ZS_CACHE[dataset]
