@@ -187,14 +187,21 @@ def _max_epoch(opts: List[str], trainer: str) -> int:
 
 
 def build_eval_trainer(root, dataset, trainer, seed, opts):
-    """A trainer on ``dataset`` with all its classes (stdout silenced)."""
+    """A trainer on ``dataset`` with all its classes (stdout silenced).
+
+    Seeded as ``train.py`` seeds a run, before the dataset is built: when the (set, seed)
+    few-shot draw is not cached yet, this build draws and caches it, and the draw must be a
+    function of the seed, not of what this process did before (an unseeded build here once
+    wrote draws that a fresh run does not reproduce).
+    """
     sys.path.insert(0, REPO)
     import train as train_mod
-    from dassl_compat import build_trainer
+    from dassl_compat import build_trainer, set_random_seed
     args = train_mod.build_parser().parse_args(
         _train_args(root, dataset, trainer, seed, "", "all", opts))
     with contextlib.redirect_stdout(io.StringIO()):
         cfg = train_mod.setup_cfg(args)
+        set_random_seed(cfg.SEED)
         return build_trainer(cfg)
 
 

@@ -95,3 +95,24 @@ def test_cfg_names_match_the_results_table_marks():
     assert cfg_name("proxyfda") == "bench_tiny_clip_proxyfda"
     assert "proxyfda" not in cfg_name("fda")
     assert cfg_name("ldifs", "lr0.02") == "bench_tiny_clip_ldifs_lr0.02"
+
+
+def test_eval_build_draws_the_few_shot_split_as_a_function_of_the_seed(tmp_path):
+    # The runner's in-process evaluation builds a trainer per set; when it is the first to
+    # need a (set, seed) few-shot draw it caches it, and a later train.py run reads that cache.
+    # The draw must not depend on what the process did before.
+    import random
+
+    from benchmark.prepare_data import main as prepare
+    from benchmark.run_benchmark import build_eval_trainer
+    from datasets.common import fewshot_cache_path
+
+    drawn = []
+    for i, root in enumerate((tmp_path / "a", tmp_path / "b")):
+        prepare(["--out", str(root), "--sets", "Digits"])
+        random.seed(100 + i)  # different state left by earlier work in the process
+        [random.random() for _ in range(i + 1)]
+        build_eval_trainer(str(root), "digits", "CoOp", 3, [])
+        with open(fewshot_cache_path(str(root / "digits"), 16, 3)) as f:
+            drawn.append(f.read())
+    assert drawn[0] == drawn[1]
