@@ -122,7 +122,7 @@ def read_split(path, prefix, name):
 
 def write_split(train, val, test, path, prefix):
     split = {key: relative_rows(items, prefix) for key, items in zip(("train", "val", "test"), (train, val, test))}
-    write_json(split, path)
+    write_json_atomic(split, path)
     print(f"Saved split to {path}")
 
 
@@ -235,11 +235,24 @@ def few_shot(cfg, dataset_dir, train, val=None, name="", tag=""):
         data["val"] = relative_rows(val, dataset_dir)
     try:
         mkdir_if_missing(os.path.dirname(path))
-        write_json(data, path)
+        write_json_atomic(data, path)
         print(f"Saving preprocessed few-shot data to {path}")
     except OSError as exc:  # a read-only data root still trains; it just redraws next time
         print(f"WARNING: could not write the few-shot cache {path} ({exc}); continuing without it.")
     return train, val
+
+
+def write_json_atomic(obj, path):
+    """``write_json``, but readers never see a partial file: runs that share a data root (one
+    per GPU, tools/sweep.py) may draw the same (K, seed) split at once; each writes a private
+    temporary file and renames it over ``path`` (same content, whoever wins)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write_json(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 # ----------------------------------------------------------------------------- base / new

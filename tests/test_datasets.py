@@ -576,3 +576,17 @@ def test_download_script_fails_clearly_offline(tmp_path, monkeypatch, capsys):
     assert "1 download(s) failed" in err and "eurosat/split_zhou_EuroSAT.json" in err
     assert "https://drive.google.com/uc?id=1Ip7yaCWFi0eaOFUGga0lUdVi_DDQth1o" in err
     assert not list(tmp_path.rglob("*.part"))
+
+
+def test_cache_writes_are_atomic(tmp_path):
+    # Runs sharing a data root read the few-shot cache while another may be writing it.
+    from datasets.common import write_json_atomic
+    path = str(tmp_path / "shot_16-seed_1.json")
+    write_json_atomic({"train": [["a.png", 0, "a"]]}, path)
+    with open(path) as f:
+        assert json.load(f) == {"train": [["a.png", 0, "a"]]}
+    with pytest.raises(TypeError):
+        write_json_atomic({"train": object()}, path)  # fails half-way through serializing
+    with open(path) as f:
+        assert json.load(f) == {"train": [["a.png", 0, "a"]]}  # the old file, whole
+    assert os.listdir(tmp_path) == ["shot_16-seed_1.json"]  # no temporary left behind
