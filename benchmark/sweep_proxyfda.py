@@ -31,7 +31,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from benchmark.run_benchmark import SETS, cfg_name, last_accuracy, run_dirs  # noqa: E402
+from benchmark.run_benchmark import BASE_CFG, SETS, cfg_name, last_accuracy, run_dirs  # noqa: E402
 
 # name -> config options on top of PROXYFDA.ENABLE True (the defaults of regularizers/config.py
 # for every key not named). One knob at a time, then the combinations the first round suggests.
@@ -59,6 +59,8 @@ ROUND2: Dict[str, List[str]] = {
     "w30_tau0.05": W30 + ["PROXYFDA.TAU", "0.05"],
 }
 ALL = {**VARIANTS, **ROUND2}
+FIXED_ROWS = {"none": "(no regularizer)", "default": "(config.py defaults)",
+              "fda": "PROXYFDA.PROXY.ENABLE False"}
 
 
 def _runner(args: argparse.Namespace, extra: List[str]) -> List[str]:
@@ -81,6 +83,11 @@ def table(output: str, trainer: str, seeds: List[int], names: List[str]) -> str:
              "| variant | options | runs | base | novel | HM | ΔNew | forget (± seeds) | "
              "forget Digits | forget FashionMNIST | score |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    zs_novel: Dict[str, float] = {}  # zero-shot novel accuracy, from the ZeroshotCLIP logs
+    for s in SETS:
+        d = run_dirs(output, s, "ZeroshotCLIP", BASE_CFG, 1)["test_new"]
+        if os.path.isdir(d):
+            zs_novel[s] = last_accuracy(d)
     for name, cfg in rows:
         recs = []
         for s in SETS:
@@ -94,7 +101,7 @@ def table(output: str, trainer: str, seeds: List[int], names: List[str]) -> str:
         base = np.mean([r["base"] for r in recs])
         novel = np.mean([r["novel"] for r in recs])
         hm = 2 * base * novel / (base + novel)
-        dnew = np.mean([r["novel"] - _zs_novel(output, r["dataset"]) for r in recs])
+        dnew = np.mean([r["novel"] - zs_novel.get(r["dataset"], np.nan) for r in recs])
         fg = np.mean([r["eval"]["forgetting"]["mean"] for r in recs])
         # seed spread: the std over seeds of the per-seed mean over sets
         per_seed = [np.mean([r["eval"]["forgetting"]["mean"] for r in recs if r["seed"] == s])
@@ -103,9 +110,7 @@ def table(output: str, trainer: str, seeds: List[int], names: List[str]) -> str:
         def fset(s):
             v = [r["eval"]["forgetting"]["mean"] for r in recs if r["dataset"] == s]
             return f"{np.mean(v):+.1f}" if v else ""
-        opts = " ".join(ALL.get(name, [])) or {"none": "(no regularizer)", "default":
-                                                  "(config.py defaults)", "fda":
-                                                  "PROXYFDA.PROXY.ENABLE False"}[name]
+        opts = " ".join(ALL.get(name, [])) or FIXED_ROWS[name]
         lines.append(f"| {name} | `{opts}` | {len(recs)} | {base:.1f} | {novel:.1f} | {hm:.1f} "
                      f"| {dnew:+.1f} | {fg:+.1f} ± {np.std(per_seed):.1f} | {fset('digits')} | "
                      f"{fset('fashion_mnist')} | {hm + fg:.1f} |")
@@ -113,17 +118,6 @@ def table(output: str, trainer: str, seeds: List[int], names: List[str]) -> str:
     with open(os.path.join(output, "benchmark", f"sweep_{trainer}.md"), "w") as f:
         f.write(text)
     return text
-
-
-_ZS_CACHE: Dict[str, float] = {}
-
-
-def _zs_novel(output: str, dataset: str) -> float:
-    """Zero-shot novel accuracy of ``dataset``, from the runner's ZeroshotCLIP test_new log."""
-    if dataset not in _ZS_CACHE:
-        d = run_dirs(output, dataset, "ZeroshotCLIP", "bench_tiny_clip", 1)
-        _ZS_CACHE[dataset] = last_accuracy(d["test_new"])
-    return _ZS_CACHE[dataset]
 
 
 def main(argv=None) -> None:

@@ -17,8 +17,7 @@ def write_record(output, dataset, cfg, seed, base, novel, forget):
 
 
 @pytest.fixture
-def output(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep_proxyfda, "_ZS_CACHE", {})
+def output(tmp_path):
     out = str(tmp_path)
     for ds in SETS:  # zero-shot novel 90 everywhere, read from Dassl-format logs
         d = run_dirs(out, ds, "ZeroshotCLIP", "bench_tiny_clip", 1)["test_new"]
