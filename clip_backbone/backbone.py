@@ -1,8 +1,13 @@
 """The frozen CLIP every trainer builds on: towers with prompt hooks, tokenizer,
 token embedding and logit scale, at the requested precision and device."""
+import contextlib
+import copy
+import os
+
 import torch
 import torch.nn as nn
 from open_clip.model import convert_weights_to_lp
+from open_clip.transformer import LayerNorm, LayerNormFp32
 
 from errors import ConfigError
 
@@ -12,11 +17,20 @@ from .loading import get_tokenizer, load_clip
 PRECISIONS = ("fp16", "fp32", "amp")
 
 
+#: Environment variable that makes a CPU run honour PREC fp16 / amp (tests and checks of the
+#: CUDA precision paths; torch runs fp16 forward and backward on CPU, slowly).
+PREC_ON_CPU = "PREC_ON_CPU"
+
+
 def resolve_precision(prec, device):
-    """fp32 on CPU whatever was asked (with one warning); as asked on CUDA."""
+    """fp32 on CPU whatever was asked (with one warning); as asked on CUDA, and on CPU
+    when ``PREC_ON_CPU=1``."""
     if prec not in PRECISIONS:
         raise ConfigError(f"PREC must be one of {PRECISIONS}, got {prec!r}.")
     if torch.device(device).type != "cuda" and prec != "fp32":
+        if os.environ.get(PREC_ON_CPU, "").strip() == "1":
+            print(f"Note: PREC {prec} on {torch.device(device).type} ({PREC_ON_CPU}=1)")
+            return prec
         print(
             f"WARNING: PREC {prec} needs CUDA; this run is on {torch.device(device).type}, "
             f"so it trains and evaluates in fp32."
@@ -78,6 +92,24 @@ class CLIPBackbone(nn.Module):
         tokens = self.tokenize(texts)
         return self.text(self.embed(tokens), tokens)
 
+    @contextlib.contextmanager
+    def fp32_text(self):
+        """Inside, the text tower is an fp32 copy of itself (a no-op on an fp32 backbone).
+
+        PromptSRC's reference computes its teacher text features in fp32 even in fp16 mode,
+        with a second CLIP turned ``.float()`` after OpenAI's ``build_model`` had rounded its
+        weights to fp16: exactly such a copy.
+        """
+        if self.dtype == torch.float32:
+            yield
+            return
+        low_precision = self.text
+        self.text = copy.deepcopy(low_precision).float()
+        try:
+            yield
+        finally:
+            self.text = low_precision
+
     def train(self, mode=True):
         # The frozen CLIP stays in eval mode whatever a trainer asks of its parent.
         return super().train(False)
@@ -97,5 +129,17 @@ def build_backbone(cfg, device, precision):
             f"images; set INPUT.SIZE ({size}, {size})."
         )
     if precision == "fp16":
-        convert_weights_to_lp(backbone.clip, torch.float16)
+        to_fp16(backbone.clip)
     return backbone.to(device)
+
+
+def to_fp16(model):
+    """OpenAI CLIP in fp16, as the reference repositories run it: ``convert_weights`` (the
+    conv, linear and attention weights and the two projections in fp16; embeddings and
+    LayerNorm parameters stay fp32) and LayerNorms that compute in fp32 and cast back
+    (OpenAI's ``LayerNorm``; open_clip builds its fp16 models with the same
+    ``LayerNormFp32``)."""
+    convert_weights_to_lp(model, torch.float16)
+    for module in model.modules():
+        if type(module) is LayerNorm:
+            module.__class__ = LayerNormFp32

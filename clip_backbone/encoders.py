@@ -89,7 +89,9 @@ class TextEncoder(nn.Module):
 
     @property
     def dtype(self):
-        return self.positional_embedding.dtype
+        """The dtype the blocks compute in (fp16 after ``to_fp16``; the embeddings and
+        LayerNorm parameters stay fp32 then, as in OpenAI's fp16 CLIP)."""
+        return self.transformer.get_cast_dtype()
 
     def forward(self, embeddings, tokens, deep_prompts=None, hidden_layers=None, n_ctx=0):
         """``n_ctx``: the learned context tokens sit at positions ``1 : 1+n_ctx`` of
@@ -150,8 +152,11 @@ class ImageEncoder(nn.Module):
 
     @property
     def dtype(self):
-        for p in self.visual.parameters():
-            return p.dtype
+        """The dtype images enter in: that of the stem, as OpenAI CLIP's ``dtype``."""
+        stem = getattr(self.visual, "conv1", None)
+        if isinstance(stem, nn.Conv2d):
+            return stem.weight.dtype
+        return next(self.visual.parameters()).dtype
 
     def forward(self, images, shallow_prompt=None, deep_prompts=None, hidden_layers=None):
         images = images.to(self.dtype)

@@ -260,15 +260,14 @@ def test_peer_configs_merge():
         ("configs/trainers/CoCoOp/vit_b16_c16_ep10_batch1.yaml",
          lambda c: (c.TRAINER.COCOOP.N_CTX, c.OPTIM.MAX_EPOCH) == (16, 10)),
         ("configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml",
-         lambda c: (c.TRAINER.COOP.CTX_INIT, c.TRAINER.COOP.W, c.DATALOADER.TRAIN_X.BATCH_SIZE)
-         == ("a photo of a", 1.0, 128)),
+         lambda c: (c.TRAINER.COOP.CTX_INIT, c.TRAINER.COOP.N_CTX, c.TRAINER.COOP.W,
+                    c.DATALOADER.TRAIN_X.BATCH_SIZE)
+         == ("a photo of a", 4, 8.0, 128)),  # N_CTX 4 and W 8.0: what KgCoOp's scripts pass
     ]:
         cfg = get_cfg_default()
         extend_cfg(cfg)
         cfg.merge_from_file(str(REPO / path))
         assert check(cfg), path
-    cfg.merge_from_list(["TRAINER.COOP.W", "8.0"])  # what KgCoOp's scripts pass
-    assert cfg.TRAINER.COOP.W == 8.0
 
 
 # ------------------------------------------------------------------ end to end

@@ -1,8 +1,11 @@
 """What every prompt trainer shares, so that a trainer file holds only its
 prompt structure and loss wiring.
 
-* precision (SPEC decision 5): fp32 on CPU, fp16 as the reference on CUDA,
-  amp through ``torch.autocast`` and a GradScaler;
+* precision: fp32 on CPU (unless ``PREC_ON_CPU=1``); on CUDA, fp16 with the
+  reference's dtype layout (the backbone in OpenAI's fp16, each learner keeping
+  the tensors its reference keeps in fp16 in fp16 and the rest in fp32, cast
+  where they enter a tower), and amp as fp32 weights under ``torch.autocast``
+  with a GradScaler;
 * our own scheduler and checkpoint I/O (SPEC decisions 1 and 4): checkpoints
   hold the learnable parameters (and optimizer, scheduler, epoch and RNG
   state), never the frozen CLIP; class-name-dependent buffers are not saved
@@ -163,8 +166,6 @@ class PromptTrainer(TrainerX):
         print(f"Building custom CLIP ({self.__class__.__name__})")
         self.model = self.build_custom_clip(cfg, classnames, backbone)
         learner = self.model.prompt_learner
-        if self.precision == "fp16":
-            learner.half()
         self.model.to(self.device)
         if cfg.MODEL.INIT_WEIGHTS:
             load_pretrained_weights(learner, cfg.MODEL.INIT_WEIGHTS)
@@ -177,7 +178,7 @@ class PromptTrainer(TrainerX):
         self.optim = build_optimizer(learner, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.CHECKPOINT_NAME, learner, self.optim, self.sched)
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "amp" else None
         self.build_regularizers(classnames)
         if self.cfg.PROXYFDA.SAMPLER.ENABLE:
             self.use_similar_class_sampler(classnames)
@@ -294,7 +295,7 @@ class PromptTrainer(TrainerX):
 
     def autocast(self):
         if self.precision == "amp":
-            return torch.autocast(device_type="cuda", dtype=torch.float16)
+            return torch.autocast(device_type=self.device.type, dtype=torch.float16)
         return contextlib.nullcontext()
 
     def parse_batch_train(self, batch):

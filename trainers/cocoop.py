@@ -27,6 +27,8 @@ class PromptLearner(nn.Module):
             ("relu", nn.ReLU(inplace=True)),
             ("linear2", nn.Linear(vis_dim // 16, backbone.text_width)),
         ]))
+        if backbone.dtype == torch.float16:
+            self.meta_net.half()  # as the reference (CoOp trainers/cocoop.py:102)
         self.classes = ClassPrompts(backbone, classnames, prefix, n_ctx)
 
     def forward(self, image_features):

@@ -59,6 +59,11 @@ class MultiModalPromptLearner(nn.Module):
         print(f"Number of MaPLe context words (tokens): {n_ctx}")
         text_width, vision_width = backbone.text_width, backbone.vision_width
         self.proj = nn.Linear(text_width, vision_width)
+        if backbone.dtype == torch.float16:
+            # The one fp16 layer of the reference learner (multimodal-prompt-learning
+            # trainers/maple.py:104, `self.proj.half()`); the deep prompts and their
+            # projections stay fp32 and are cast where they enter the towers.
+            self.proj.half()
         self.ctx = nn.Parameter(ctx)
         self.compound_prompts_text = deep_prompts(c.PROMPT_DEPTH - 1, n_ctx, text_width)
         # The reference deep-copies one freshly initialised layer, so all deep

@@ -30,11 +30,13 @@ class PromptSRCCLIP(VLPromptCLIP):
         self.register_buffer("_frozen_text", None, persistent=False)
 
     def frozen_text_features(self):
-        """Frozen CLIP text features of the classes, mean over the templates;
+        """Frozen CLIP text features of the classes, mean over the templates, in fp32;
         computed on first use (an eval-only run never needs them)."""
         if self._frozen_text is None:
-            per_template = [self.backbone.encode_prompts([t.replace("{}", c) for c in self.classnames])
-                            for t in PROMPTSRC_TEMPLATES]
+            with self.backbone.fp32_text():  # fp32 in every PREC, as the reference
+                per_template = [
+                    self.backbone.encode_prompts([t.replace("{}", c) for c in self.classnames])
+                    for t in PROMPTSRC_TEMPLATES]
             self._frozen_text = torch.stack(per_template, dim=1).mean(dim=1)
         return self._frozen_text
 

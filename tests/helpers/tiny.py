@@ -68,3 +68,43 @@ def read_log(output_dir, latest=False):
                    key=lambda f: osp.getmtime(osp.join(output_dir, f)))
     with open(osp.join(output_dir, name)) as f:
         return f.read()
+
+
+class StopAfterEpoch(Exception):
+    """Raised by ``train_in_process(stop_after_epoch=N)`` once epoch N is checkpointed."""
+
+
+def train_in_process(args, env=None, stop_after_epoch=None):
+    """train.py's ``cli`` in this process, without the seconds a fresh interpreter spends
+    importing torch; returns its exit code (3 when stopped as a killed job would be, right
+    after epoch ``stop_after_epoch`` and its checkpoint). The output goes to the run's log."""
+    import train
+    from dassl_compat import TrainerX
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as run_train's OMP_NUM_THREADS=1: two cores, shared
+    saved_env = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    after_epoch, console = TrainerX.after_epoch, sys.stdout
+
+    def after_epoch_then_stop(self):
+        after_epoch(self)
+        if self.epoch + 1 == stop_after_epoch:
+            raise StopAfterEpoch
+
+    TrainerX.after_epoch = after_epoch_then_stop
+    try:
+        return train.cli([str(a) for a in args])
+    except StopAfterEpoch:
+        return 3
+    finally:
+        TrainerX.after_epoch = after_epoch
+        torch.set_num_threads(threads)
+        if sys.stdout is not console:  # the run's log tee
+            sys.stdout.close()
+            sys.stdout = console
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
