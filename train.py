@@ -26,10 +26,7 @@ from dassl_compat import (
 )
 from errors import ConfigError, DatasetError, UserError
 
-try:
-    import regularizers
-except ImportError:  # the regularizers package is optional until it lands
-    regularizers = None
+import regularizers
 
 
 def print_args(args, cfg):
@@ -72,12 +69,17 @@ def extend_cfg(cfg):
     # A pretrained tag (open_clip) instead of Dassl's boolean; "" = the default
     # for the name ("openai" for Dassl/OpenAI names).
     cfg.MODEL.BACKBONE.PRETRAINED = ""
+    # Activation checkpointing of the text tower's blocks: the same gradients, with the
+    # activations recomputed in the backward pass instead of kept (many classes, small GPU).
+    cfg.MODEL.BACKBONE.TEXT_CHECKPOINTING = False
+    # Run the text tower only up to the longest end-of-text token of the prompts (exact: the
+    # tower is causal). False: the full context, as the reference repositories (their fp16
+    # numbers bit for bit; the text tower several times slower).
+    cfg.MODEL.BACKBONE.TRUNCATE_TEXT = True
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     trainers.add_trainer_config(cfg)
-    if hasattr(datasets, "add_dataset_config"):
-        datasets.add_dataset_config(cfg)
-    if hasattr(regularizers, "add_regularizer_config"):
-        regularizers.add_regularizer_config(cfg)
+    datasets.add_dataset_config(cfg)
+    regularizers.add_regularizer_config(cfg)
 
 
 def _all_keys(node, prefix=""):

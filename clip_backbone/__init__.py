@@ -1,9 +1,10 @@
-"""open_clip backbone with prompt hooks (SPEC decision 2)."""
+"""The frozen open_clip CLIP every trainer builds on, with prompt hooks in both towers."""
 from .backbone import PRECISIONS, CLIPBackbone, build_backbone, resolve_precision
-from .encoders import ImageEncoder, TextEncoder
+from .encoders import ImageEncoder, TextEncoder, TowerHooks
 from .loading import OPENAI_NAMES, load_clip, read_openai_state_dict
 
 __all__ = [
     "PRECISIONS", "CLIPBackbone", "build_backbone", "resolve_precision",
-    "ImageEncoder", "TextEncoder", "OPENAI_NAMES", "load_clip", "read_openai_state_dict",
+    "ImageEncoder", "TextEncoder", "TowerHooks", "OPENAI_NAMES", "load_clip",
+    "read_openai_state_dict",
 ]

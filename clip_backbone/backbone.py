@@ -42,10 +42,11 @@ def resolve_precision(prec, device):
 class CLIPBackbone(nn.Module):
     """A frozen open_clip CLIP seen through prompt-aware towers."""
 
-    def __init__(self, clip_model, tokenizer):
+    def __init__(self, clip_model, tokenizer, checkpoint_text=False, truncate_text=True):
         super().__init__()
         self.clip = clip_model
-        self.text = TextEncoder(clip_model)
+        self.text = TextEncoder(clip_model, checkpoint_blocks=checkpoint_text,
+                                truncate=truncate_text)
         self.image = ImageEncoder(clip_model)
         self.tokenizer = tokenizer
         tower = getattr(clip_model, "text", clip_model)
@@ -121,7 +122,10 @@ def build_backbone(cfg, device, precision):
     pretrained = cfg.MODEL.BACKBONE.get("PRETRAINED", "")
     print(f"Loading CLIP (backbone: {name}{', ' + pretrained if pretrained else ''})")
     model, model_name = load_clip(name, pretrained)
-    backbone = CLIPBackbone(model, get_tokenizer(model, model_name))
+    node = cfg.MODEL.BACKBONE
+    backbone = CLIPBackbone(model, get_tokenizer(model, model_name),
+                            checkpoint_text=node.get("TEXT_CHECKPOINTING", False),
+                            truncate_text=node.get("TRUNCATE_TEXT", True))
     size = backbone.image_size
     if size is not None and tuple(cfg.INPUT.SIZE) != (size, size):
         raise ConfigError(

@@ -1,72 +1,121 @@
 """Text and image towers of an open_clip CLIP, with prompt hooks.
 
-Both towers are run block by block over open_clip's own ``resblocks``; nothing
-of open_clip is subclassed or copied. Tensors are batch-first (N, L, D).
+Both towers run open_clip's own ``resblocks`` one by one; nothing of open_clip is
+subclassed or copied. Inputs and outputs are batch-first (N, L, D); inside, the blocks run
+sequence-first (L, N, D), as in the reference repositories: one permute per tower, and the
+blocks' attention is told that layout (``_sequence_first``). Batch-first blocks make
+PyTorch's attention transpose inside every block, and its packed input projection then runs
+on a strided view: slower, and in fp16 not the references' rounding.
 
 Prompt hooks, as in CoOp / MaPLe / IVLP / PromptSRC:
 
-* text, shallow: the caller passes token *embeddings* that already contain the
-  learned context (the prompt learner builds them);
-* text, deep: ``deep_prompts[i]`` (shape ``(n, D)`` or ``(N, n, D)``) replaces
-  tokens ``1 : 1+n`` before block ``i + 1``; the sequence length, the causal
-  mask and the EOT position are unchanged;
-* vision, shallow: ``shallow_prompt`` (``(n, D)`` or ``(B, n, D)``) is appended
-  after the positional embedding and *before* ``ln_pre``;
-* vision, deep: ``deep_prompts[i]`` replaces the last ``n`` tokens before block
-  ``i + 1``.
+* text, shallow: the caller passes token *embeddings* that already contain the learned
+  context (the prompt learner builds them);
+* text, deep: ``deep_prompts[i]`` (``(n, D)`` or ``(N, n, D)``) replaces tokens ``1 : 1+n``
+  before block ``i + 1``; the causal mask and the end-of-text position are unchanged;
+* vision, shallow: ``shallow_prompt`` (``(n, D)`` or ``(B, n, D)``) is appended after the
+  positional embedding and *before* ``ln_pre``;
+* vision, deep: ``deep_prompts[i]`` replaces the last ``n`` tokens before block ``i + 1``.
 
-``None`` entries in ``deep_prompts`` leave that layer alone. ``hidden_layers``
-asks for intermediate token features (0 = the embedding entering block 0,
-k = the output of block k), used by LDIFS.
+``None`` entries in ``deep_prompts`` leave that layer alone.
 
-Two optional hooks let a regularizer act without any trainer code (SPEC
-decision 7); both are off (``None``) unless a regularizer is on:
+The text tower runs only up to the longest end-of-text token of the prompts it encodes.
+Its attention is causal, so the output at the end-of-text token (the one that is pooled)
+does not depend on the tokens after it: the result is the full-length one, at a fraction of
+the cost (CoOp's prompts are 10-20 tokens of 77). The positional embedding and the causal
+mask are sliced to that length. Towers without a causal mask, or pooled elsewhere than at
+the end-of-text token, run at full length, and so does a pass that returns hidden states
+(LDIFS compares every token position).
 
-* ``capture_layers``: on every forward with gradients enabled (the prompted
-  training pass, not the frozen no-grad passes), the hidden states at these
-  indices are kept in ``captured``;
-* ``prompt_noise(prompt, layer, batch_size)``: applied to every learned prompt
-  before it enters (PACE); ``layer`` counts prompted layers from 0.
+Regularizers reach into a forward through a ``TowerHooks`` the caller passes with it (never
+through state left on the modules): the hidden states to collect and a noise to apply to
+every learned prompt (PACE).
 """
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
+
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from errors import ConfigError
 
 
-def _expand(prompt, batch):
+@dataclass
+class TowerHooks:
+    """What a regularizer asks of one forward pass of one tower.
+
+    ``hidden_layers``: indices of hidden states to collect (0 = the embedding entering block
+    1, k = the output of block k); the pass fills ``hidden`` with them, batch-first [N, T, D].
+    ``prompt_noise(prompt, layer, batch_size)``: applied to every learned prompt before it
+    enters, as [batch_size, n, D]; ``layer`` counts prompted layers from 0 (PACE).
+    """
+
+    hidden_layers: Sequence[int] = ()
+    prompt_noise: Optional[Callable] = None
+    hidden: List[torch.Tensor] = field(default_factory=list)
+
+
+NO_HOOKS = TowerHooks()
+
+
+def _sequence_first(transformer):
+    """Make open_clip's blocks take (L, N, D): their attention reads ``batch_first`` at
+    every call, and open_clip's own ``Transformer.forward`` transposes accordingly, so the
+    model's own ``encode_text``/``encode_image`` keep working."""
+    transformer.batch_first = False
+    for block in transformer.resblocks:
+        attn = getattr(block, "attn", None)
+        if isinstance(attn, nn.MultiheadAttention):
+            attn.batch_first = False
+        else:
+            raise ConfigError(
+                f"Unsupported open_clip block attention {type(attn).__name__}; prompt "
+                "learners need the OpenAI-style towers (nn.MultiheadAttention)."
+            )
+
+
+def _batched(prompt, batch):
+    """(n, D) or (batch, n, D) -> (batch, n, D)."""
     return prompt.unsqueeze(0).expand(batch, -1, -1) if prompt.dim() == 2 else prompt
 
 
-def _run_blocks(blocks, x, attn_mask, deep_prompts, replace, hidden_layers, noise=None):
-    hidden = []
-    if hidden_layers is not None and 0 in hidden_layers:
-        hidden.append(x)
+def _run_blocks(blocks, x, attn_mask, deep_prompts, replace, hooks, use_checkpoint):
+    """x: (L, N, D). ``replace(x, prompt)`` puts a (n, N, D) prompt in place."""
+    batch = x.shape[1]
+    if 0 in hooks.hidden_layers:
+        hooks.hidden.append(x.permute(1, 0, 2))
     for i, block in enumerate(blocks):
         if i > 0 and deep_prompts is not None and i - 1 < len(deep_prompts):
             prompt = deep_prompts[i - 1]
             if prompt is not None:
-                prompt = _expand(prompt.to(x.dtype), x.shape[0])
-                if noise is not None:
-                    prompt = noise(prompt, i, x.shape[0])
-                x = replace(x, prompt)
-        x = block(x, attn_mask=attn_mask)
-        if hidden_layers is not None and i + 1 in hidden_layers:
-            hidden.append(x)
-    return x, hidden
-
-
-def _capture(encoder, hidden_layers):
-    """(hidden_layers to collect, whether they are a capture for the encoder)."""
-    if hidden_layers is None and encoder.capture_layers is not None and torch.is_grad_enabled():
-        return encoder.capture_layers, True
-    return hidden_layers, False
+                # expand, then cast (as the references): the gradient's sum over the batch
+                # then happens in the prompt's own dtype
+                prompt = _batched(prompt, batch).to(x.dtype)
+                if hooks.prompt_noise is not None:
+                    prompt = hooks.prompt_noise(prompt, i, batch)
+                x = replace(x, prompt.permute(1, 0, 2))
+        if use_checkpoint and torch.is_grad_enabled():
+            x = checkpoint(block, x, attn_mask=attn_mask, use_reentrant=False)
+        else:
+            x = block(x, attn_mask=attn_mask)
+        if i + 1 in hooks.hidden_layers:
+            hooks.hidden.append(x.permute(1, 0, 2))
+    return x
 
 
 class TextEncoder(nn.Module):
-    """Encodes token embeddings (N, L, D) plus their token ids (N, L)."""
+    """Encodes token embeddings (N, L, D) plus their token ids (N, L).
 
-    def __init__(self, clip_model):
+    ``checkpoint_blocks``: recompute each block's activations in the backward pass instead
+    of keeping them (activation checkpointing): the same gradients in a fraction of the
+    memory, for many classes on a small GPU, at the cost of a second forward.
+    ``truncate``: run only up to the longest end-of-text token (module docstring). Off, the
+    tower runs the full context as the references do; in fp16 that gives their numbers bit
+    for bit, where the shorter sequences round differently (by fp16's own precision).
+    """
+
+    def __init__(self, clip_model, checkpoint_blocks=False, truncate=True):
         super().__init__()
         tower = getattr(clip_model, "text", clip_model)
         if getattr(tower, "cls_emb", None) is not None or not hasattr(tower, "transformer"):
@@ -75,6 +124,7 @@ class TextEncoder(nn.Module):
                 "prompt learners need one (e.g. ViT-B-16, RN50)."
             )
         self.transformer = tower.transformer
+        _sequence_first(self.transformer)
         self.positional_embedding = tower.positional_embedding
         self.ln_final = tower.ln_final
         self.text_projection = tower.text_projection
@@ -83,9 +133,10 @@ class TextEncoder(nn.Module):
         self.eos_id = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
         self.width = self.transformer.width
         self.num_layers = len(self.transformer.resblocks)
-        self.capture_layers = None
-        self.captured = None
-        self.prompt_noise = None
+        self.checkpoint_blocks = bool(checkpoint_blocks)
+        # exact only for a causal tower pooled at the end-of-text token (module docstring)
+        self.truncates = truncate and self.attn_mask is not None \
+            and self.pool_type in ("argmax", "eos")
 
     @property
     def dtype(self):
@@ -93,39 +144,42 @@ class TextEncoder(nn.Module):
         LayerNorm parameters stay fp32 then, as in OpenAI's fp16 CLIP)."""
         return self.transformer.get_cast_dtype()
 
-    def forward(self, embeddings, tokens, deep_prompts=None, hidden_layers=None, n_ctx=0):
-        """``n_ctx``: the learned context tokens sit at positions ``1 : 1+n_ctx`` of
-        ``embeddings`` (only used by ``prompt_noise``)."""
-        embeddings = embeddings.to(self.dtype)
-        if self.prompt_noise is not None and n_ctx:
-            ctx = self.prompt_noise(embeddings[:, 1:1 + n_ctx], 0, embeddings.shape[0])
-            embeddings = torch.cat([embeddings[:, :1], ctx, embeddings[:, 1 + n_ctx:]], dim=1)
-        x = embeddings + self.positional_embedding.to(self.dtype)
+    def eot_positions(self, tokens):
+        if self.pool_type == "eos":
+            return (tokens == self.eos_id).int().argmax(dim=-1)
+        return tokens.argmax(dim=-1)  # OpenAI: the end-of-text token has the largest id
+
+    def forward(self, embeddings, tokens, deep_prompts=None, n_ctx=0, hooks=None):
+        """Text features (N, E). ``n_ctx``: the learned context tokens sit at positions
+        ``1 : 1+n_ctx`` of ``embeddings`` (only read by a hook's ``prompt_noise``)."""
+        hooks = hooks or NO_HOOKS
+        length = embeddings.shape[1]
+        if self.truncates and not hooks.hidden_layers:
+            longest_deep = max((p.shape[-2] for p in deep_prompts or () if p is not None),
+                               default=0)
+            length = max(int(self.eot_positions(tokens).max()) + 1, 1 + longest_deep)
+        x = embeddings[:, :length].to(self.dtype)
+        if hooks.prompt_noise is not None and n_ctx:
+            ctx = hooks.prompt_noise(x[:, 1:1 + n_ctx], 0, x.shape[0])
+            x = torch.cat([x[:, :1], ctx, x[:, 1 + n_ctx:]], dim=1)
+        x = x + self.positional_embedding[:length].to(self.dtype)
+        mask = None if self.attn_mask is None else self.attn_mask[:length, :length]
 
         def replace(x, prompt):
-            n = prompt.shape[1]
-            return torch.cat([x[:, :1], prompt, x[:, 1 + n:]], dim=1)
+            return torch.cat([x[:1], prompt, x[1 + prompt.shape[0]:]], dim=0)
 
-        hidden_layers, capture = _capture(self, hidden_layers)
-        x, hidden = _run_blocks(
-            self.transformer.resblocks, x, self.attn_mask, deep_prompts, replace, hidden_layers,
-            self.prompt_noise,
-        )
-        if capture:
-            self.captured, hidden_layers = hidden, None
-        x = self.ln_final(x)
+        x = _run_blocks(self.transformer.resblocks, x.permute(1, 0, 2), mask, deep_prompts,
+                        replace, hooks, self.checkpoint_blocks)
+        x = self.ln_final(x.permute(1, 0, 2))
         x = self._pool(x, tokens)
         if self.text_projection is not None:
             x = self.text_projection(x) if isinstance(self.text_projection, nn.Linear) \
                 else x @ self.text_projection
-        return (x, hidden) if hidden_layers is not None else x
+        return x
 
     def _pool(self, x, tokens):
-        rows = torch.arange(x.shape[0], device=x.device)
-        if self.pool_type == "argmax":
-            return x[rows, tokens.argmax(dim=-1)]
-        if self.pool_type == "eos":
-            return x[rows, (tokens == self.eos_id).int().argmax(dim=-1)]
+        if self.pool_type in ("argmax", "eos"):
+            return x[torch.arange(x.shape[0], device=x.device), self.eot_positions(tokens)]
         if self.pool_type == "first":
             return x[:, 0]
         if self.pool_type == "last":
@@ -141,14 +195,12 @@ class ImageEncoder(nn.Module):
         self.visual = clip_model.visual
         self.is_vit = hasattr(self.visual, "conv1") and hasattr(self.visual, "class_embedding")
         if self.is_vit:
+            _sequence_first(self.visual.transformer)
             self.width = self.visual.transformer.width
             self.num_layers = len(self.visual.transformer.resblocks)
         else:
             self.width = None
             self.num_layers = 0
-        self.capture_layers = None
-        self.captured = None
-        self.prompt_noise = None
 
     @property
     def dtype(self):
@@ -158,10 +210,11 @@ class ImageEncoder(nn.Module):
             return stem.weight.dtype
         return next(self.visual.parameters()).dtype
 
-    def forward(self, images, shallow_prompt=None, deep_prompts=None, hidden_layers=None):
+    def forward(self, images, shallow_prompt=None, deep_prompts=None, hooks=None):
+        hooks = hooks or NO_HOOKS
         images = images.to(self.dtype)
         if not self.is_vit:
-            if shallow_prompt is not None or deep_prompts is not None or hidden_layers:
+            if shallow_prompt is not None or deep_prompts is not None or hooks.hidden_layers:
                 raise ConfigError(
                     "Vision prompts (and LDIFS on the image tower) need a ViT backbone; "
                     f"{self.visual.__class__.__name__} is not one."
@@ -173,22 +226,19 @@ class ImageEncoder(nn.Module):
         cls = v.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         if shallow_prompt is not None:
-            shallow_prompt = _expand(shallow_prompt.to(x.dtype), x.shape[0])
-            if self.prompt_noise is not None:
-                shallow_prompt = self.prompt_noise(shallow_prompt, 0, x.shape[0])
+            shallow_prompt = _batched(shallow_prompt, x.shape[0]).to(x.dtype)
+            if hooks.prompt_noise is not None:
+                shallow_prompt = hooks.prompt_noise(shallow_prompt, 0, x.shape[0])
             x = torch.cat([x, shallow_prompt], dim=1)
         x = v.patch_dropout(x)
         x = v.ln_pre(x)
 
         def replace(x, prompt):
-            return torch.cat([x[:, : x.shape[1] - prompt.shape[1]], prompt], dim=1)
+            return torch.cat([x[: x.shape[0] - prompt.shape[0]], prompt], dim=0)
 
-        hidden_layers, capture = _capture(self, hidden_layers)
-        x, hidden = _run_blocks(v.transformer.resblocks, x, None, deep_prompts, replace,
-                                hidden_layers, self.prompt_noise)
-        if capture:
-            self.captured, hidden_layers = hidden, None
-        pooled, _ = v._pool(x)
+        x = _run_blocks(v.transformer.resblocks, x.permute(1, 0, 2), None, deep_prompts,
+                        replace, hooks, False)
+        pooled, _ = v._pool(x.permute(1, 0, 2))
         if v.proj is not None:
             pooled = pooled @ v.proj
-        return (pooled, hidden) if hidden_layers is not None else pooled
+        return pooled

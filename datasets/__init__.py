@@ -8,6 +8,7 @@ Importing this package registers every dataset under the peers' names
 from . import image_folder  # noqa: F401
 from .benchmark_sets import BENCHMARK_SETS
 from .caltech101 import Caltech101
+from .common import dataset_template, kgcoop_template
 from .dtd import DescribableTextures
 from .eurosat import EuroSAT
 from .fgvc_aircraft import FGVCAircraft

@@ -11,6 +11,9 @@ from .common import SplitDataset
 
 
 class BenchmarkSet(SplitDataset):
+    # The tiny CLIP was pretrained with this template among others (benchmark/sets.py,
+    # COMMON_TEMPLATES); the benchmark's zero-shot reference and forgetting use it.
+    TEMPLATE = "a photo of a {}."
     image_subdir = "images"
 
     @classmethod

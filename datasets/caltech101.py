@@ -9,6 +9,7 @@ RENAMED = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard", "Mot
 
 @DATASET_REGISTRY.register()
 class Caltech101(SplitDataset):
+    TEMPLATE = "a photo of a {}."
     dataset_dir = "caltech-101"
     image_subdir = "101_ObjectCategories"
     split_file = "split_zhou_Caltech101.json"

@@ -290,6 +290,7 @@ class SplitDataset(DatasetBase):
     ``load_splits`` may be overridden outright (FGVCAircraft reads official txt files).
     """
 
+    TEMPLATE = None        # hand-crafted prompt, e.g. "a photo of a {}, a type of pet."
     dataset_dir = ""       # folder under DATASET.ROOT
     image_subdir = ""      # split paths are relative to <dataset_dir>/<image_subdir>
     split_file = ""        # the published split, e.g. "split_zhou_OxfordPets.json"
@@ -353,3 +354,29 @@ class SplitDataset(DatasetBase):
 
     def make_split(self):
         raise DatasetError(f"{self.name} cannot build a split from official files; get {self.split_file}.")
+
+
+# ----------------------------------------------------------------------------- templates
+
+
+def dataset_template(name):
+    """The hand-crafted prompt of registered dataset ``name`` (its class's ``TEMPLATE``, CoOp's
+    CUSTOM_TEMPLATES): zero-shot CLIP, the frozen features of the regularizers."""
+    from dassl_compat import DATASET_REGISTRY
+
+    cls = DATASET_REGISTRY.get(name) if name in DATASET_REGISTRY.registered_names() else None
+    template = getattr(cls, "TEMPLATE", None)
+    if not template or "{}" not in template:
+        raise ConfigError(
+            f"Dataset {name!r} has no hand-crafted prompt: give its class a TEMPLATE, e.g. "
+            f'TEMPLATE = "a photo of a {{}}." (the class name goes where {{}} is).'
+        )
+    return template
+
+
+def kgcoop_template(name):
+    """KgCoOp's hand-crafted prompt: its own table, equal to ``dataset_template`` except where
+    a dataset class sets ``KGCOOP_TEMPLATE`` (DTD)."""
+    from dassl_compat import DATASET_REGISTRY
+
+    return getattr(DATASET_REGISTRY.get(name), "KGCOOP_TEMPLATE", None) or dataset_template(name)

@@ -6,6 +6,8 @@ from .common import SplitDataset, split_class_folders
 
 @DATASET_REGISTRY.register()
 class DescribableTextures(SplitDataset):
+    TEMPLATE = "{} texture."
+    KGCOOP_TEMPLATE = "a photo of a {}, a type of texture."  # KgCoOp's own, for DTD only
     dataset_dir = "dtd"
     image_subdir = "images"
     split_file = "split_zhou_DescribableTextures.json"

@@ -19,6 +19,7 @@ RENAMED = {
 
 @DATASET_REGISTRY.register()
 class EuroSAT(SplitDataset):
+    TEMPLATE = "a centered satellite photo of {}."
     dataset_dir = "eurosat"
     image_subdir = "2750"
     split_file = "split_zhou_EuroSAT.json"

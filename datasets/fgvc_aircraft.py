@@ -11,6 +11,7 @@ HINT = "It is in the data/ folder of the official fgvc-aircraft-2013b.tar.gz; us
 
 @DATASET_REGISTRY.register()
 class FGVCAircraft(SplitDataset):
+    TEMPLATE = "a photo of a {}, a type of aircraft."
     dataset_dir = "fgvc_aircraft"
     image_subdir = "images"
 

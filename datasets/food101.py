@@ -6,6 +6,7 @@ from .common import SplitDataset, split_class_folders
 
 @DATASET_REGISTRY.register()
 class Food101(SplitDataset):
+    TEMPLATE = "a photo of {}, a type of food."
     dataset_dir = "food-101"
     image_subdir = "images"
     split_file = "split_zhou_Food101.json"

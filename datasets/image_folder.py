@@ -18,6 +18,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 
 @DATASET_REGISTRY.register()
 class ImageFolder(SplitDataset):
+    TEMPLATE = "a photo of a {}."
     dataset_dir = "toy"
 
     @classmethod

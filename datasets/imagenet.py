@@ -97,6 +97,7 @@ def list_folder(split_dir):
 
 @DATASET_REGISTRY.register()
 class ImageNet(DatasetBase):
+    TEMPLATE = "a photo of a {}."
     dataset_dir = "imagenet"
     downloads = {"classnames.txt": CLASSNAMES_DRIVE_ID}
 

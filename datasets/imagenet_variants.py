@@ -13,6 +13,7 @@ from .imagenet import CLASSNAMES_DRIVE_ID, names_for, read_classnames
 
 
 class ImageNetVariant(DatasetBase):
+    TEMPLATE = "a photo of a {}."
     dataset_dir = ""
     image_subdir = ""
     downloads = {"classnames.txt": CLASSNAMES_DRIVE_ID}

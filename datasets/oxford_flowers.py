@@ -9,6 +9,7 @@ from .common import SplitDataset, check_images, require_file, split_by_ratio
 
 @DATASET_REGISTRY.register()
 class OxfordFlowers(SplitDataset):
+    TEMPLATE = "a photo of a {}, a type of flower."
     dataset_dir = "oxford_flowers"
     image_subdir = "jpg"
     split_file = "split_zhou_OxfordFlowers.json"

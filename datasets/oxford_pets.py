@@ -8,6 +8,7 @@ from .common import SplitDataset, make_items, require_file, split_trainval
 
 @DATASET_REGISTRY.register()
 class OxfordPets(SplitDataset):
+    TEMPLATE = "a photo of a {}, a type of pet."
     dataset_dir = "oxford_pets"
     image_subdir = "images"
     split_file = "split_zhou_OxfordPets.json"

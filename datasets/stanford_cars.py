@@ -8,6 +8,7 @@ from .common import SplitDataset, make_items, require_file, split_trainval
 
 @DATASET_REGISTRY.register()
 class StanfordCars(SplitDataset):
+    TEMPLATE = "a photo of a {}."
     dataset_dir = "stanford_cars"
     image_subdir = ""  # paths in the split read "cars_train/00001.jpg"
     split_file = "split_zhou_StanfordCars.json"

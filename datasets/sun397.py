@@ -11,6 +11,7 @@ HINT = "ClassName.txt, Training_01.txt and Testing_01.txt come with the official
 
 @DATASET_REGISTRY.register()
 class SUN397(SplitDataset):
+    TEMPLATE = "a photo of a {}."
     dataset_dir = "sun397"
     image_subdir = "SUN397"
     split_file = "split_zhou_SUN397.json"

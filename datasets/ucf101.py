@@ -12,6 +12,7 @@ HINT = "ucfTrainTestlist/ comes with the official UCF101TrainTestSplits-Recognit
 
 @DATASET_REGISTRY.register()
 class UCF101(SplitDataset):
+    TEMPLATE = "a photo of a person doing {}."
     dataset_dir = "ucf101"
     image_subdir = "UCF-101-midframes"
     split_file = "split_zhou_UCF101.json"

@@ -1,20 +1,23 @@
-"""Anti-forgetting regularizers with one interface (SPEC decision 7; see base.py for the
-trainer-side protocol): Proxy-FDA and plain FDA, LDIFS, PACE, plus the similar-class sampler."""
+"""Anti-forgetting regularizers with one interface (base.py): Proxy-FDA and plain FDA, LDIFS,
+PACE, plus the similar-class sampler. Importing a regularizer's module registers it under its
+config node; adding one is its module and an import line here."""
 from .base import (
-    FEATURE_NAMES, FeatureSets, Regularizer, build_regularizers, needed_features,
-    regularization_loss,
+    FEATURE_NAMES, REGULARIZERS, FeatureSets, FrozenCLIP, Regularizer, RegularizerContext,
+    add_regularizer_config, build_regularizers, enabled_nodes, needed_features,
+    regularization_loss, register_regularizer,
 )
-from .config import add_regularizer_config
 from .fda import KnnGraph, effective_k, fda_loss, knn_graph
-from .ldifs import LDIFS, ldifs_distance
-from .pace import PACE, consistency, sigma_for_layer
 from .proxy import ProxyGenerator, proxy_fda_terms, proxy_pooling
-from .proxy_fda import ProxyFDA
 from .sampler import SimilarClassBatchSampler, class_similarity
+# Each import registers a regularizer (in this order: the order they are built and summed).
+from .proxy_fda import ProxyFDA  # noqa: E402  isort: skip
+from .ldifs import LDIFS, ldifs_distance  # noqa: E402  isort: skip
+from .pace import PACE, consistency, sigma_for_layer  # noqa: E402  isort: skip
 
 __all__ = [
-    "FEATURE_NAMES", "FeatureSets", "Regularizer", "build_regularizers", "needed_features",
-    "regularization_loss", "add_regularizer_config",
+    "FEATURE_NAMES", "REGULARIZERS", "FeatureSets", "FrozenCLIP", "Regularizer",
+    "RegularizerContext", "add_regularizer_config", "build_regularizers", "enabled_nodes",
+    "needed_features", "regularization_loss", "register_regularizer",
     "KnnGraph", "effective_k", "fda_loss", "knn_graph",
     "LDIFS", "ldifs_distance",
     "PACE", "consistency", "sigma_for_layer",

@@ -1,25 +1,41 @@
-"""The one interface of the anti-forgetting regularizers (SPEC decision 7).
+"""The one interface of the anti-forgetting regularizers, and their registry.
 
-A trainer builds its regularizers once, ``regs = build_regularizers(cfg, ...)``, then per step:
+A regularizer is a module registered under its config node, peft style::
 
-1. ``needs = needed_features(regs)`` names the ``FeatureSets`` fields to fill. A trainer computes
-   something extra (frozen image features, hidden states, a second noisy pass) only if named.
-2. Hidden states for LDIFS: ``reg.hidden_layers(depth)`` gives the indices to collect per tower.
-3. PACE: encoders pass every learned prompt through ``reg.perturb(prompt, layer, batch_size)``
-   (identity for other regularizers); ``reg.second_pass_size(step, batch_size)`` says on how many
-   leading samples of the batch a second noisy pass must run this step (0 = none).
-4. ``loss, summary = regularization_loss(regs, feats)``; add ``loss`` to the task loss and the
-   summary items to the logged losses.
+    @register_regularizer("LDIFS", add_config=add_ldifs_config)
+    class LDIFS(Regularizer):
+        needs = frozenset({"hidden"})
+        def __init__(self, node, context): ...
+        def forward(self, feats): return loss, {"ldifs_text": ...}
 
-Parameters from ``generator_parameters()`` (Proxy-FDA's generator) are trained by their own loss,
-which is already inside ``loss``; the trainer gives them their own optimizer and checkpoints them.
+Importing its module registers it; ``cfg.<NODE>.ENABLE True`` switches it on for any trainer
+that provides what it ``needs``, with no trainer code.
+
+What the trainer's base class does with it, in order:
+
+1. builds it, ``cls(cfg.<NODE>, context)``: the ``RegularizerContext`` says which towers the
+   trainer prompts, how deep, the joint embedding width and, in a real run, the frozen CLIP
+   with the class names and the dataset's hand template (``FrozenCLIP``), from which the
+   regularizer computes the frozen features it owns (e.g. Proxy-FDA's frozen class text
+   features under its templates);
+2. checks ``needs`` (names of ``FeatureSets`` fields) against the trainer's ``provides`` and
+   refuses, by name, what a trainer cannot give;
+3. registers ``optimizer()`` (the regularizer's own parameters, trained by its own loss term;
+   checkpointed with it) and puts ``batch_sampler(labels)`` (if any) in the train loader;
+4. per step, asks the prompted forward pass for ``hidden_layers(depth)`` of each prompted
+   tower and routes every learned prompt through ``perturb`` (only one regularizer may
+   perturb prompts); runs a second noisy pass over the first ``second_pass_size(step, B)``
+   samples when asked;
+5. hands it a ``FeatureSets`` and adds the loss it returns; the summary items are logged.
+
 The regularizers follow the model's train/eval mode; in eval mode ``perturb`` adds no noise.
 """
-from dataclasses import dataclass, fields
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass, field, fields
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from errors import ConfigError
 
@@ -34,7 +50,8 @@ class FeatureSets:
     # Prompted class-text features of the training classes, [C, d]; [B, C, d] for
     # instance-conditioned prompts (CoCoOp).
     text: Optional[torch.Tensor] = None
-    # Frozen CLIP text features of the same classes under hand-crafted templates, [C, d].
+    # Frozen CLIP text features of the same classes under hand-crafted templates, [C, d]. A
+    # regularizer that owns its templates computes them itself (None here).
     text_frozen: Optional[torch.Tensor] = None
     # Prompted image features of the batch, [B, d].
     image: Optional[torch.Tensor] = None
@@ -44,8 +61,9 @@ class FeatureSets:
     logits: Optional[torch.Tensor] = None
     labels: Optional[torch.Tensor] = None
     # LDIFS: tower ("text" / "image") -> (prompted hidden states, frozen hidden states), each a
-    # list over ``hidden_layers(depth)`` of batch-first [N, T, D] tensors.
-    hidden: Optional[Dict[str, Tuple[List[torch.Tensor], List[torch.Tensor]]]] = None
+    # list over ``hidden_layers(depth)`` of batch-first [N, T, D] tensors. The frozen list is
+    # None where the regularizer computes it itself (the class prompts of the text tower).
+    hidden: Optional[Dict[str, Tuple[List[torch.Tensor], Optional[List[torch.Tensor]]]]] = None
     # PACE: logits of a second, independently noised pass over the first
     # ``second_pass_size(step, B)`` samples of the batch, [n, C].
     logits_second_pass: Optional[torch.Tensor] = None
@@ -54,11 +72,63 @@ class FeatureSets:
 FEATURE_NAMES = tuple(f.name for f in fields(FeatureSets))
 
 
+class FrozenCLIP:
+    """The frozen CLIP and the class set of a run, for regularizers that compute their own
+    frozen features: ``backbone`` (a ``clip_backbone.CLIPBackbone``), ``classnames`` (clean,
+    as they enter prompts) and ``template`` (the dataset's hand template, "... {} ...")."""
+
+    def __init__(self, backbone, classnames, template):
+        self.backbone, self.classnames, self.template = backbone, list(classnames), template
+
+    def class_prompts(self, template=None):
+        return [(template or self.template).replace("{}", c) for c in self.classnames]
+
+    @torch.no_grad()
+    def text_features(self, templates=None):
+        """Frozen class text features [C, d] under the dataset template, or the normalized
+        mean over ``templates`` (a list of "{}" templates)."""
+        if not templates:
+            return self.backbone.encode_prompts(self.class_prompts())
+        feats = torch.stack([F.normalize(self.backbone.encode_prompts(self.class_prompts(t)),
+                                         dim=-1) for t in templates])
+        return F.normalize(feats.mean(0), dim=-1)
+
+    @torch.no_grad()
+    def text_hidden(self, layers):
+        """Hidden states of the text tower over the class prompts, at ``layers``."""
+        from clip_backbone import TowerHooks
+
+        tokens = self.backbone.tokenize(self.class_prompts())
+        hooks = TowerHooks(hidden_layers=tuple(layers))
+        self.backbone.text(self.backbone.embed(tokens), tokens, hooks=hooks)
+        return hooks.hidden
+
+
+@dataclass
+class RegularizerContext:
+    """What a regularizer is built for: the towers the trainer's prompts change (a regularizer
+    acts on these only), the number of prompted layers, the joint embedding width, and in a
+    real run the frozen CLIP (None in unit tests, where features are handed in)."""
+
+    towers: Sequence[str] = ("text",)
+    prompt_depth: int = 1
+    embed_dim: Optional[int] = None
+    frozen: Optional[FrozenCLIP] = None
+
+    def __post_init__(self):
+        self.towers = tuple(self.towers)
+        unknown = [t for t in self.towers if t not in TOWERS]
+        if unknown or not self.towers:
+            raise ConfigError(f"towers must be a non-empty subset of {TOWERS}, got {self.towers}.")
+
+
 class Regularizer(nn.Module):
     """Feature sets in, (loss, summary) out."""
 
-    #: short name, also the prefix of the summary items
+    #: short name, also the prefix of the summary items (set by the subclass)
     name = "regularizer"
+    #: its config node (set by ``register_regularizer``)
+    node = None
     #: names of the FeatureSets fields this regularizer reads (set per instance from its config)
     needs = frozenset()
     #: True if learned prompts must go through ``perturb``
@@ -68,9 +138,13 @@ class Regularizer(nn.Module):
         """Return (loss: scalar tensor, summary: dict[str, float])."""
         raise NotImplementedError
 
-    def generator_parameters(self):
-        """Parameters trained by the regularizer's own loss term, not by the task loss."""
-        return []
+    def optimizer(self):
+        """The optimizer of the parameters its own loss term trains, or None."""
+        return None
+
+    def batch_sampler(self, labels):
+        """A batch sampler for the train loader (lists of dataset indices), or None."""
+        return None
 
     def hidden_layers(self, depth):
         """Hidden-state indices (0 = embedding, k = output of block k) wanted from a tower of
@@ -85,14 +159,45 @@ class Regularizer(nn.Module):
         """A learned prompt as the encoder should use it (identity unless overridden)."""
         return prompt
 
-    def _get(self, feats, field):
-        value = getattr(feats, field)
+    def _get(self, feats, field_name):
+        value = getattr(feats, field_name)
         if value is None:
             raise ValueError(
-                f"{type(self).__name__} needs FeatureSets.{field}, but the trainer passed None "
-                f"(fields it needs: {sorted(self.needs)})."
+                f"{type(self).__name__} needs FeatureSets.{field_name}, but the trainer passed "
+                f"None (fields it needs: {sorted(self.needs)})."
             )
         return value
+
+
+#: config node -> (regularizer class, function adding the node's keys and defaults)
+REGULARIZERS = {}
+
+
+def register_regularizer(node, add_config):
+    """Class decorator: register a ``Regularizer`` under its config node. ``add_config(cfg)``
+    adds ``cfg.<node>`` with ``ENABLE False`` and its other keys (existing values kept)."""
+
+    def register(cls):
+        if node in REGULARIZERS and REGULARIZERS[node][0] is not cls:
+            raise ValueError(f"A regularizer is already registered under {node}.")
+        cls.node = node
+        REGULARIZERS[node] = (cls, add_config)
+        return cls
+
+    return register
+
+
+def add_regularizer_config(cfg):
+    """Add every registered regularizer's config node to ``cfg``; values already there are
+    kept."""
+    for _, add_config in REGULARIZERS.values():
+        add_config(cfg)
+    return cfg
+
+
+def enabled_nodes(cfg):
+    """Config nodes of the registered regularizers switched on in ``cfg``."""
+    return [node for node in REGULARIZERS if node in cfg and cfg[node].ENABLE]
 
 
 def needed_features(regularizers):
@@ -114,27 +219,29 @@ def regularization_loss(regularizers, feats):
     return total, summary
 
 
-def build_regularizers(cfg, embed_dim=None, towers=("text",), prompt_depth=1):
-    """The regularizers switched on in ``cfg`` ([] when all are off).
+def build_regularizers(cfg, embed_dim=None, towers=("text",), prompt_depth=1, frozen=None,
+                       provides=None, trainer="this trainer"):
+    """The regularizers switched on in ``cfg`` ([] when all are off), in registration order.
 
-    ``embed_dim``: width d of the joint embedding (Proxy-FDA's generator is built for it).
-    ``towers``: the towers the trainer's prompts change, a subset of ("text", "image"); a
-    regularizer acts only on those. ``prompt_depth``: number of prompted layers (PACE's noise
-    schedule; 1 for shallow prompts).
+    ``embed_dim``: width d of the joint embedding. ``towers``: the towers the trainer's prompts
+    change. ``prompt_depth``: number of prompted layers. ``frozen``: a ``FrozenCLIP`` in a real
+    run. ``provides``: the FeatureSets fields the trainer can fill; a regularizer that needs
+    others is refused by name.
     """
-    from .ldifs import LDIFS
-    from .pace import PACE
-    from .proxy_fda import ProxyFDA
-
-    towers = tuple(towers)
-    unknown = [t for t in towers if t not in TOWERS]
-    if unknown or not towers:
-        raise ConfigError(f"towers must be a non-empty subset of {TOWERS}, got {towers}.")
-    regs = []
-    if "PROXYFDA" in cfg and cfg.PROXYFDA.ENABLE:
-        regs.append(ProxyFDA(cfg.PROXYFDA, embed_dim=embed_dim, towers=towers))
-    if "LDIFS" in cfg and cfg.LDIFS.ENABLE:
-        regs.append(LDIFS(cfg.LDIFS, towers=towers))
-    if "PACE" in cfg and cfg.PACE.ENABLE:
-        regs.append(PACE(cfg.PACE, prompt_depth=prompt_depth))
+    context = RegularizerContext(towers, prompt_depth, embed_dim, frozen)
+    regs = [REGULARIZERS[node][0](cfg[node], context) for node in enabled_nodes(cfg)]
+    if provides is not None:
+        for reg in regs:
+            missing = sorted(set(reg.needs) - set(provides))
+            if missing:
+                raise ConfigError(
+                    f"{reg.node} does not apply to {trainer}: it needs {', '.join(missing)}, "
+                    f"which {trainer} does not provide (it provides {', '.join(sorted(provides))}"
+                    f"). Set {reg.node}.ENABLE False (see the README's regularizer table)."
+                )
+    perturbing = [reg.node for reg in regs if reg.perturbs_prompts]
+    if len(perturbing) > 1:
+        raise ConfigError(
+            f"{' and '.join(perturbing)} both perturb the prompts; switch one of them off."
+        )
     return regs

@@ -1,24 +1,27 @@
 """Config nodes of the regularizers: PROXYFDA, LDIFS, PACE. Each key is documented here, once.
 
-Every regularizer is off by default; switching one on needs no trainer change (SPEC decision 7).
-Values marked (ours) are our reconstruction, not published by the method's authors
-(reference/methods.md); the YAML configs of each trainer set the values we use. The PROXYFDA
+Every regularizer is off by default; switching one on needs no trainer change. Each function
+adds one node and is registered with its regularizer (``register_regularizer``). Values marked
+(ours) are our reconstruction, not published by the method's authors (docs/DESIGN.md,
+"Proxy-FDA as we implement it"); the YAML configs of each trainer set the values we use. The PROXYFDA
 values below were checked by measurement on the CPU benchmark (benchmark/README.md,
 "Choosing the Proxy-FDA defaults": MaPLe one knob at a time, PromptSRC and CoOp spot checks,
 4 sets x 3 seeds); "benchmark:" notes say what each alternative did there.
 """
 
 
-def add_regularizer_config(cfg):
-    """Add the PROXYFDA, LDIFS and PACE nodes to ``cfg``; values already there are kept."""
+def ensure(parent, key, value):
+    """``parent[key]``, set to ``value`` first if absent (existing values are kept)."""
+    if key not in parent:
+        parent[key] = value
+    return parent[key]
+
+
+def add_proxyfda_config(cfg):
+    """Add the PROXYFDA node."""
     node = type(cfg)  # a node of the engine's own CfgNode class
 
-    def ensure(parent, key, value):
-        if key not in parent:
-            parent[key] = value
-        return parent[key]
-
-    # ---- Proxy-FDA / FDA (Huang et al., ICML 2025; code not public, see SPEC) -------------------
+    # ---- Proxy-FDA / FDA (Huang et al., ICML 2025; code not public; docs/DESIGN.md) -------------------
     p = ensure(cfg, "PROXYFDA", node())
     ensure(p, "ENABLE", False)
     # Loss weight of the FDA term on the class-text set (prompted vs frozen class text features).
@@ -52,7 +55,7 @@ def add_regularizer_config(cfg):
     # Floor of pre-trained similarities used as weights, so that a weight never flips sign.
     ensure(p, "EPS", 0.01)  # (ours)
     # Frozen class-text features Z^ come from the dataset's hand-crafted template ("dataset")
-    # or from the average over the template ensemble ("ensemble"). Read by the trainer.
+    # or from the average over PromptSRC's 60-template ensemble ("ensemble").
     ensure(p, "TEMPLATES", "dataset")  # (ours)
     # The proxy generator G (1 attention + 2 conv layers, about 20K parameters at d = 512).
     # PROXY.ENABLE False gives plain FDA. benchmark: proxies on forgot less than off at weight
@@ -75,6 +78,12 @@ def add_regularizer_config(cfg):
     ensure(s, "ENABLE", False)
     ensure(s, "NUM_CLASSES", 4)  # m (ours for prompt tuning)
     ensure(s, "NUM_IMAGES", 4)  # n (paper: 4)
+    return cfg
+
+
+def add_ldifs_config(cfg):
+    """Add the LDIFS node."""
+    node = type(cfg)
 
     # ---- LDIFS (Mukhoti et al., TMLR 2024; official code read) ---------------------------------
     l = ensure(cfg, "LDIFS", node())
@@ -87,6 +96,12 @@ def add_regularizer_config(cfg):
     # Dimension of [N, T, D] features along which they are L2-normalized: 1 (tokens) is what the
     # official code does with open_clip; -1 (channels) is the LPIPS-faithful reading.
     ensure(l, "NORM_DIM", 1)
+    return cfg
+
+
+def add_pace_config(cfg):
+    """Add the PACE node."""
+    node = type(cfg)
 
     # ---- PACE (Ni et al., NeurIPS 2024; official code read, prompts are our adaptation) -------
     c = ensure(cfg, "PACE", node())

@@ -14,7 +14,8 @@ comparison.
 """
 import torch
 
-from .base import Regularizer
+from .base import Regularizer, register_regularizer
+from .config import add_ldifs_config
 from .fda import full_precision
 
 _NORM_EPS = 1e-10
@@ -37,19 +38,25 @@ def ldifs_distance(prompted, frozen, norm_dim=1):
     return (frozen - prompted).pow(2).mean()
 
 
+@register_regularizer("LDIFS", add_config=add_ldifs_config)
 class LDIFS(Regularizer):
     """Needs ``hidden``: for each prompted tower, prompted and frozen hidden states at
-    ``hidden_layers(depth)``."""
+    ``hidden_layers(depth)``. It owns the frozen text tower's hidden states over the class
+    prompts (the dataset's hand template), computed once."""
 
     name = "ldifs"
     needs = frozenset({"hidden"})
 
-    def __init__(self, node, towers=("text",)):
+    def __init__(self, node, context):
         super().__init__()
-        self.towers = tuple(towers)
+        self.towers = context.towers
         self.weight = float(node.WEIGHT)
         self.layers = [int(layer) for layer in node.LAYERS]
         self.norm_dim = int(node.NORM_DIM)
+        self.text_frozen = None
+        if context.frozen is not None and "text" in self.towers:
+            depth = context.frozen.backbone.text.num_layers
+            self.text_frozen = context.frozen.text_hidden(self.hidden_layers(depth))
 
     def hidden_layers(self, depth):
         """Configured indices, those beyond ``depth`` counted as the last block."""
@@ -62,10 +69,13 @@ class LDIFS(Regularizer):
             if tower not in hidden:
                 raise ValueError(f"LDIFS needs hidden states of the {tower} tower.")
             prompted, frozen = hidden[tower]
-            if len(prompted) != len(frozen) or not prompted:
+            if frozen is None and tower == "text":
+                frozen = self.text_frozen
+            if frozen is None or len(prompted) != len(frozen) or not prompted:
                 raise ValueError(
-                    f"LDIFS: {len(prompted)} prompted vs {len(frozen)} frozen hidden states "
-                    f"for the {tower} tower."
+                    f"LDIFS: {len(prompted)} prompted vs "
+                    f"{'no' if frozen is None else len(frozen)} frozen hidden states for the "
+                    f"{tower} tower."
                 )
             with full_precision(prompted[0].device):
                 distance = torch.stack(

@@ -15,7 +15,8 @@ import torch
 
 from errors import ConfigError
 
-from .base import Regularizer
+from .base import Regularizer, register_regularizer
+from .config import add_pace_config
 
 
 def sigma_for_layer(layer, depth, sigma):
@@ -38,6 +39,7 @@ def consistency(logits, logits_second_pass):
     return (logits[:n].float() - logits_second_pass.float()).pow(2).sum(-1).mean()
 
 
+@register_regularizer("PACE", add_config=add_pace_config)
 class PACE(Regularizer):
     """Needs ``logits`` (first noisy pass) and ``logits_second_pass`` (second noisy pass over the
     first ``second_pass_size(step, B)`` samples; may be None on steps where that size is 0).
@@ -47,8 +49,9 @@ class PACE(Regularizer):
     needs = frozenset({"logits", "logits_second_pass"})
     perturbs_prompts = True
 
-    def __init__(self, node, prompt_depth=1):
+    def __init__(self, node, context):
         super().__init__()
+        prompt_depth = context.prompt_depth
         self.sigma, self.weight = float(node.SIGMA), float(node.WEIGHT)
         self.lazy, self.lazy_interval = bool(node.LAZY), int(node.LAZY_INTERVAL)
         self.depth = int(prompt_depth)

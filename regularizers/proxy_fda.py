@@ -1,28 +1,36 @@
 """Proxy-FDA (and plain FDA) as a regularizer on the text set and/or the image set."""
+import torch
+
+from clip_backbone.templates import IMAGENET_TEMPLATES
 from errors import ConfigError
 
-from .base import Regularizer
+from .base import Regularizer, register_regularizer
+from .config import add_proxyfda_config
 from .fda import NEG_WEIGHTS, THRESHOLDS, fda_loss, full_precision
 from .proxy import ProxyGenerator, proxy_fda_terms
+from .sampler import SimilarClassBatchSampler, class_similarity
 
 TEMPLATE_CHOICES = ("dataset", "ensemble")
 
 
+@register_regularizer("PROXYFDA", add_config=add_proxyfda_config)
 class ProxyFDA(Regularizer):
     """loss = TEXT_WEIGHT * L_text + IMAGE_WEIGHT * L_image + L_proxy.
 
     L_text / L_image are (Proxy-)FDA losses of prompted against frozen features; they train the
     prompts only. L_proxy (with PROXY.ENABLE) trains the generator only, so one backward pass
-    serves both; the generator's parameters need their own optimizer (PROXY.LR).
+    serves both; the generator's parameters have their own optimizer (PROXY.LR).
 
     Needs ``text`` and ``text_frozen`` when the trainer prompts the text tower and TEXT_WEIGHT > 0,
-    ``image`` and ``image_frozen`` when it prompts the image tower and IMAGE_WEIGHT > 0.
+    ``image`` and ``image_frozen`` when it prompts the image tower and IMAGE_WEIGHT > 0. It owns
+    its frozen class text features (under TEMPLATES) and, with SAMPLER.ENABLE, the batch sampler.
     """
 
     name = "proxyfda"
 
-    def __init__(self, node, embed_dim=None, towers=("text",)):
+    def __init__(self, node, context):
         super().__init__()
+        towers, embed_dim = context.towers, context.embed_dim
         weights = {"text": float(node.TEXT_WEIGHT), "image": float(node.IMAGE_WEIGHT)}
         self.weights = {s: w for s, w in weights.items() if s in towers and w > 0}
         if not self.weights:
@@ -42,6 +50,14 @@ class ProxyFDA(Regularizer):
             threshold_value=float(node.THRESHOLD_VALUE), neg_weight=node.NEG_WEIGHT,
             eps=float(node.EPS),
         )
+        self.proxy_lr = float(node.PROXY.LR)
+        self.sampler_node = node.SAMPLER
+        self.frozen = context.frozen
+        text_frozen = None
+        if context.frozen is not None and "text" in self.weights:
+            templates = IMAGENET_TEMPLATES if node.TEMPLATES == "ensemble" else None
+            text_frozen = context.frozen.text_features(templates)
+        self.register_buffer("text_frozen", text_frozen, persistent=False)
         self.generator = None
         if node.PROXY.ENABLE:
             if embed_dim is None:
@@ -61,11 +77,32 @@ class ProxyFDA(Regularizer):
     def generator_parameters(self):
         return list(self.generator.parameters()) if self.generator is not None else []
 
+    def optimizer(self):
+        params = self.generator_parameters()
+        return torch.optim.Adam(params, lr=self.proxy_lr) if params else None
+
+    def batch_sampler(self, labels):
+        """SAMPLER.ENABLE: batches of similar classes (hard class mining), similarity from
+        frozen CLIP text features under the dataset template."""
+        node = self.sampler_node
+        if not node.ENABLE:
+            return None
+        if self.frozen is None:
+            raise ConfigError("PROXYFDA.SAMPLER needs the frozen CLIP (a real run).")
+        similarity = class_similarity(self.frozen.text_features().cpu())
+        sampler = SimilarClassBatchSampler(labels, similarity, node.NUM_CLASSES, node.NUM_IMAGES)
+        print(f"Similar-class batches: {sampler.num_classes} classes x {node.NUM_IMAGES} images, "
+              f"{len(sampler)} batches per epoch")
+        return sampler
+
     def forward(self, feats):
         total, summary, proxy_total = 0.0, {}, 0.0
         for set_name, weight in self.weights.items():
             z = self._get(feats, set_name)
-            z_hat = self._get(feats, set_name + "_frozen")
+            if set_name == "text" and feats.text_frozen is None and self.text_frozen is not None:
+                z_hat = self.text_frozen
+            else:
+                z_hat = self._get(feats, set_name + "_frozen")
             with full_precision(z.device):
                 if self.generator is None:
                     term = fda_loss(z, z_hat, **self.options)

@@ -36,7 +36,9 @@ def test_deep_prompts_replace_text_tokens_after_the_first_token(tiny):
     _, backbone = tiny
     tokens = backbone.tokenize(["a photo of a dog."])
     seen = []
-    hooks = [b.register_forward_pre_hook(lambda m, a, kw: seen.append(a[0].clone()), with_kwargs=True)
+    # the blocks run sequence-first (L, N, D); look at their input batch-first
+    hooks = [b.register_forward_pre_hook(lambda m, a, kw: seen.append(a[0].permute(1, 0, 2).clone()),
+                                         with_kwargs=True)
              for b in backbone.text.transformer.resblocks]
     prompt = torch.full((2, backbone.text_width), 7.0)
     try:
@@ -58,7 +60,7 @@ def test_vision_prompts_enter_before_ln_pre_and_deep_ones_replace_the_last_token
     seen = {}
     ln = backbone.clip.visual.ln_pre.register_forward_hook(lambda m, a, out: seen.update(ln_in=a[0]))
     blk = backbone.clip.visual.transformer.resblocks[1].register_forward_pre_hook(
-        lambda m, a, kw: seen.update(block1=a[0].clone()), with_kwargs=True)
+        lambda m, a, kw: seen.update(block1=a[0].permute(1, 0, 2).clone()), with_kwargs=True)
     try:
         with torch.no_grad():
             backbone.image(images, shallow_prompt=shallow, deep_prompts=[deep])

@@ -52,6 +52,7 @@ def test_each_set_has_a_hand_prompt_the_tiny_clip_was_pretrained_with(image_set)
     # ZeroshotCLIP, KgCoOp and Proxy-FDA's frozen class-text set read this template; one the
     # text tower never saw in pretraining would make a weaker zero-shot reference.
     from benchmark.sets import COMMON_TEMPLATES
-    from trainers.templates import CUSTOM_TEMPLATES, dataset_template
-    assert image_set.name in CUSTOM_TEMPLATES
+    from dassl_compat import DATASET_REGISTRY
+    from datasets import dataset_template
+    assert DATASET_REGISTRY.get(image_set.name).TEMPLATE  # its own, not a default
     assert dataset_template(image_set.name) in COMMON_TEMPLATES + list(image_set.templates)

@@ -75,16 +75,22 @@ def test_regularizer_trains_checkpoints_resumes_and_evaluates(root, tmp_path, tr
 
 
 def test_regularizers_are_off_by_default_and_off_means_untouched(root, tmp_path):
-    # The same run as the golden file, recorded before regularizers were wired in.
+    # The same run as the golden file, first recorded before regularizers were wired in, and
+    # again when the towers' float order changed (the file says so). Bitwise on the torch it
+    # was recorded with; another torch may round differently, by a few float32 ulps.
     golden = torch.load(osp.join(osp.dirname(__file__), "golden",
                                  "coop_tiny_ctx_before_regularizers.pt"), weights_only=True)
+    same_torch = torch.__version__.split("+")[0] == golden["torch"]
     data = make_toy_dataset(str(tmp_path / "data"), train_per_class=8)
     out = tmp_path / "off"
     run_train(train_args(data, out, extra=["DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES",
                                            "base", "OPTIM.MAX_EPOCH", "2"]))
     ctx = torch.load(osp.join(out, "prompt_learner", "model.pth.tar-2"),
                      weights_only=True)["state_dict"]["ctx"]
-    assert torch.equal(ctx, golden["ctx"])
+    if same_torch:
+        assert torch.equal(ctx, golden["ctx"])
+    else:
+        torch.testing.assert_close(ctx, golden["ctx"], rtol=0, atol=1e-6)
     assert not osp.exists(osp.join(out, "regularizers"))
 
 
@@ -125,7 +131,7 @@ def test_a_regularizer_a_trainer_cannot_feed_is_refused_by_name(root, tmp_path):
 def test_ensemble_templates_average_promptsrc_s_template_set(root, tmp_path):
     import torch.nn.functional as F
 
-    from trainers.templates import PROMPTSRC_TEMPLATES
+    from clip_backbone.templates import IMAGENET_TEMPLATES as PROMPTSRC_TEMPLATES
 
     trainer = build(root, tmp_path / "ens", "CoOp", [*REGULARIZERS["FDA"],
                                                      "PROXYFDA.TEMPLATES", "ensemble"])
@@ -135,4 +141,4 @@ def test_ensemble_templates_average_promptsrc_s_template_set(root, tmp_path):
         F.normalize(backbone.encode_prompts([t.replace("{}", n) for n in names]), dim=-1)
         for t in PROMPTSRC_TEMPLATES]).mean(0), dim=-1)
     assert len(PROMPTSRC_TEMPLATES) == 60
-    assert torch.allclose(trainer.text_frozen, expected)
+    assert torch.allclose(trainer.regularizers[0].text_frozen, expected)

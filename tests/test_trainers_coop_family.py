@@ -219,7 +219,7 @@ def test_cocoop_evaluation_caches_nothing_and_chunks_exactly(tiny_weights, monke
 
 
 def test_kgcoop_hand_crafted_features_use_kgcoops_templates(tiny_weights):
-    from trainers.templates import dataset_template, kgcoop_template
+    from datasets import dataset_template, kgcoop_template
 
     assert kgcoop_template("DescribableTextures") == "a photo of a {}, a type of texture."
     assert dataset_template("DescribableTextures") == "{} texture."

@@ -139,7 +139,9 @@ def capture_block_inputs(blocks):
     """Inputs (N, L, D) entering each block on the next forward."""
     seen, handles = {}, []
     for i, block in enumerate(blocks):
-        handles.append(block.register_forward_pre_hook(lambda m, args, i=i: seen.__setitem__(i, args[0])))
+        # the blocks run sequence-first (L, N, D); keep their input batch-first
+        handles.append(block.register_forward_pre_hook(
+            lambda m, args, i=i: seen.__setitem__(i, args[0].permute(1, 0, 2))))
     return seen, handles
 
 

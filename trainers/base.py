@@ -1,20 +1,23 @@
-"""What every prompt trainer shares, so that a trainer file holds only its
-prompt structure and loss wiring.
+"""What every prompt trainer shares, so that a trainer file holds only its prompt structure
+and its loss.
 
-* precision: fp32 on CPU (unless ``PREC_ON_CPU=1``); on CUDA, fp16 with the
-  reference's dtype layout (the backbone in OpenAI's fp16, each learner keeping
-  the tensors its reference keeps in fp16 in fp16 and the rest in fp32, cast
-  where they enter a tower), and amp as fp32 weights under ``torch.autocast``
-  with a GradScaler;
-* our own scheduler and checkpoint I/O (SPEC decisions 1 and 4): checkpoints
-  hold the learnable parameters (and optimizer, scheduler, epoch and RNG
-  state), never the frozen CLIP; class-name-dependent buffers are not saved
-  and are rebuilt for whatever class set is evaluated;
-* a NaN/inf loss stops the run naming the epoch and batch;
-* evaluation encodes the class text features once per evaluation;
-* the anti-forgetting regularizers (Proxy-FDA, FDA, LDIFS, PACE): whichever
-  the config switches on gets the feature sets it asks for, with no code in
-  the trainer files (SPEC decision 7).
+A trainer subclass sets ``METHOD_NODE`` (its cfg.TRAINER node) and ``CHECKPOINT_NAME`` (the
+peers' registered model name), implements ``build_custom_clip`` and, when its loss is not
+cross-entropy on the CLIP logits, ``step_loss``. Everything else is here, once:
+
+* precision: fp32 on CPU (unless ``PREC_ON_CPU=1``); on CUDA, fp16 with the references'
+  dtype layout (the backbone in OpenAI's fp16, each learner keeping in fp16 the tensors its
+  reference keeps in fp16 and the rest in fp32, cast where they enter a tower), and amp as
+  fp32 weights under ``torch.autocast`` with a GradScaler;
+* the training step, in pieces: ``step_loss`` (the method's loss terms and features) ->
+  regularizers -> the NaN check -> ``backward_and_update`` (the one piece a method that
+  changes the update, e.g. a gradient projection, overrides) -> the LR step and the
+  ``after_last_batch`` hook at the end of an epoch;
+* the regularizers (``regularizers/``): whichever the config switches on, if this trainer
+  ``provides`` what it needs; no regularizer is named here;
+* our own scheduler and checkpoint I/O (both engines): checkpoints hold the learnable
+  parameters (and optimizer, scheduler, epoch and RNG state), never the frozen CLIP;
+* evaluation encodes the class text features once per evaluation.
 """
 import contextlib
 import os
@@ -26,7 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clip_backbone import build_backbone, resolve_precision
+from clip_backbone import TowerHooks, build_backbone, resolve_precision
+from clip_backbone.templates import clean_classname
 from dassl_compat import (
     TrainerX,
     build_lr_scheduler,
@@ -36,70 +40,11 @@ from dassl_compat import (
     load_pretrained_weights,
     save_checkpoint,
 )
+from datasets import dataset_template
 from errors import ConfigError, TrainingDiverged, UserError
-from regularizers import (
-    FeatureSets,
-    SimilarClassBatchSampler,
-    build_regularizers,
-    class_similarity,
-    needed_features,
-    regularization_loss,
-)
+from regularizers import FeatureSets, FrozenCLIP, build_regularizers, regularization_loss
 
-from .templates import PROMPTSRC_TEMPLATES, clean_classname, dataset_template
-
-
-class PromptCLIP(nn.Module):
-    """A frozen CLIP plus a learnable ``prompt_learner``.
-
-    Subclasses implement ``encode_text_features()`` (class text features for
-    the current class set) and ``encode_image_features(images)``; the default
-    ``forward`` turns them into CLIP logits. Inside ``cached_text_features()``
-    the text features are computed once and reused.
-    """
-
-    def __init__(self, backbone, prompt_learner):
-        super().__init__()
-        self.backbone = backbone
-        self.prompt_learner = prompt_learner
-        self._text_cache = None
-        self.last = {}
-
-    @property
-    def logit_scale(self):
-        return self.backbone.logit_scale
-
-    def encode_text_features(self):
-        raise NotImplementedError
-
-    def encode_image_features(self, images):
-        return self.backbone.image(images)
-
-    def text_features(self):
-        if self._text_cache is not None:
-            return self._text_cache
-        return self.encode_text_features()
-
-    @contextlib.contextmanager
-    def cached_text_features(self):
-        with torch.no_grad():
-            self._text_cache = self.encode_text_features()
-        try:
-            yield
-        finally:
-            self._text_cache = None
-
-    def logits(self, image_features, text_features):
-        """CLIP logits; in training, the features and logits are kept in ``last`` for the
-        regularizers."""
-        logits = self.logit_scale.exp() * F.normalize(image_features, dim=-1) \
-            @ F.normalize(text_features, dim=-1).t()
-        if torch.is_grad_enabled():
-            self.last = {"image": image_features, "text": text_features, "logits": logits}
-        return logits
-
-    def forward(self, images):
-        return self.logits(self.encode_image_features(images), self.text_features())
+from .models import ForwardHooks, StepLoss
 
 
 def _rng_state():
@@ -123,18 +68,22 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def with_batch_sampler(loader, batch_sampler):
+    """The engine's train loader, drawing its batches from ``batch_sampler``: same dataset
+    wrapper (transforms), workers and pinning. (Dassl's DataManager has no sampler hook a
+    plug-in could fill, in either engine; this is the one place the loader is re-made.)"""
+    return torch.utils.data.DataLoader(
+        loader.dataset, batch_sampler=batch_sampler, num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory)
+
+
 class PromptTrainer(TrainerX):
-    """Base trainer. Subclasses set ``METHOD_NODE`` (their cfg.TRAINER node),
-    ``CHECKPOINT_NAME`` (the peers' registered model name) and implement
-    ``build_custom_clip`` and ``compute_loss``."""
+    """Base trainer; see the module docstring."""
 
     METHOD_NODE = None
     CHECKPOINT_NAME = "prompt_learner"
     #: towers whose features the prompts change; regularizers act on these only
     PROMPTED_TOWERS = ("text",)
-    REGULARIZER_NAME = "regularizers"  # checkpoint sub-folder of the regularizers' own state
-    #: config nodes of regularizers this trainer cannot feed (a clear error if switched on)
-    UNSUPPORTED_REGULARIZERS = ()
 
     def prompt_depth(self):
         """Number of prompted layers (PACE's noise schedule)."""
@@ -142,6 +91,15 @@ class PromptTrainer(TrainerX):
 
     def prompted_towers(self):
         return self.PROMPTED_TOWERS
+
+    def provides(self):
+        """The ``FeatureSets`` fields this trainer can hand a regularizer: for each prompted
+        tower its prompted and frozen features, hidden states (its towers take hooks) and a
+        second, noisy pass (its learned prompts go through the hooks' noise)."""
+        provided = {"logits", "labels", "hidden", "logits_second_pass"}
+        for tower in self.prompted_towers():
+            provided |= {tower, f"{tower}_frozen"}
+        return frozenset(provided)
 
     @property
     def method_cfg(self):
@@ -180,118 +138,92 @@ class PromptTrainer(TrainerX):
         self.register_model(self.CHECKPOINT_NAME, learner, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "amp" else None
         self.build_regularizers(classnames)
-        if self.cfg.PROXYFDA.SAMPLER.ENABLE:
-            self.use_similar_class_sampler(classnames)
-
-    def use_similar_class_sampler(self, classnames):
-        """Batches of m similar classes x n images (Proxy-FDA's hard class mining), with
-        class similarity from frozen CLIP text features."""
-        node = self.cfg.PROXYFDA.SAMPLER
-        wrapper = self.train_loader_x.dataset
-        labels = [item.label for item in wrapper.data_source]
-        template = dataset_template(self.cfg.DATASET.NAME)
-        frozen = self.model.backbone.encode_prompts(
-            [template.format(clean_classname(c)) for c in classnames])
-        sampler = SimilarClassBatchSampler(labels, class_similarity(frozen.cpu()),
-                                           node.NUM_CLASSES, node.NUM_IMAGES)
-        self.train_loader_x = torch.utils.data.DataLoader(
-            wrapper, batch_sampler=sampler, num_workers=self.cfg.DATALOADER.NUM_WORKERS,
-            pin_memory=self.device.type == "cuda")
-        print(f"Similar-class batches: {sampler.num_classes} classes x {node.NUM_IMAGES} images, "
-              f"{len(sampler)} batches per epoch")
 
     # ---------------------------------------------------------- regularizers
     def build_regularizers(self, classnames):
-        for node in self.UNSUPPORTED_REGULARIZERS:
-            if self.cfg[node].ENABLE:
-                raise ConfigError(
-                    f"{node} does not apply to {self.__class__.__name__}; set {node}.ENABLE False "
-                    f"(see the README's regularizer table)."
-                )
         backbone = self.model.backbone
-        embed_dim = backbone.encode_prompts(["a"]).shape[-1]
-        regs = build_regularizers(self.cfg, embed_dim=embed_dim, towers=self.prompted_towers(),
-                                  prompt_depth=self.prompt_depth())
-        self.regularizers = regs
+        frozen = FrozenCLIP(backbone, [clean_classname(c) for c in classnames],
+                            dataset_template(self.cfg.DATASET.NAME))
+        regs = build_regularizers(
+            self.cfg, embed_dim=backbone.embed_dim, towers=self.prompted_towers(),
+            prompt_depth=self.prompt_depth(), frozen=frozen, provides=self.provides(),
+            trainer=type(self).__name__)
+        self.regularizers = nn.ModuleList(regs).to(self.device)
+        self.regularizer_names = []
         if not regs:
             return
         print(f"Regularizers: {', '.join(type(r).__name__ for r in regs)}")
-        self.reg_needs = needed_features(regs)
-        self.reg_module = nn.ModuleList(regs).to(self.device)
-        generator = [p for r in regs for p in r.generator_parameters()]
-        optim = torch.optim.Adam(generator, lr=self.cfg.PROXYFDA.PROXY.LR) if generator else None
-        self.register_model(self.REGULARIZER_NAME, self.reg_module, optim, None)
+        for reg in regs:
+            optim = reg.optimizer()
+            if optim is not None:  # its own parameters: trained and checkpointed with it
+                self.register_model(reg.name, reg, optim, None)
+                self.regularizer_names.append(reg.name)
+        labels = [item.label for item in self.train_loader_x.dataset.data_source]
+        samplers = [s for s in (reg.batch_sampler(labels) for reg in regs) if s is not None]
+        if len(samplers) > 1:
+            raise ConfigError("Two regularizers want to choose the training batches; "
+                              "switch one sampler off.")
+        if samplers:
+            self.train_loader_x = with_batch_sampler(self.train_loader_x, samplers[0])
+        towers = {"text": backbone.text, "image": backbone.image}
+        self.hidden_layers = {
+            tower: sorted({i for reg in regs for i in reg.hidden_layers(towers[tower].num_layers)})
+            for tower in self.prompted_towers()}
+        self.perturber = next((reg for reg in regs if reg.perturbs_prompts), None)
         self.step_count = 0
 
-        names = [clean_classname(c) for c in classnames]
-        if "text_frozen" in self.reg_needs:
-            self.text_frozen = self.frozen_text_features(names)
-        self.ldifs_layers = {}
-        for reg in regs:
-            for tower in self.prompted_towers():
-                encoder = backbone.text if tower == "text" else backbone.image
-                layers = reg.hidden_layers(encoder.num_layers)
-                if layers:
-                    encoder.capture_layers = layers
-                    self.ldifs_layers[tower] = layers
-            if reg.perturbs_prompts:
-                towers = self.prompted_towers()
-                backbone.text.prompt_noise = reg.perturb if "text" in towers else None
-                backbone.image.prompt_noise = reg.perturb if "image" in towers else None
-        if "text" in self.ldifs_layers:
-            template = dataset_template(self.cfg.DATASET.NAME)
-            tokens = backbone.tokenize([template.format(n) for n in names])
-            with torch.no_grad():
-                _, self.text_hidden_frozen = backbone.text(
-                    backbone.embed(tokens), tokens, hidden_layers=self.ldifs_layers["text"])
+    def forward_hooks(self, hidden=True):
+        """What the regularizers ask of this step's prompted forward pass."""
+        if not self.regularizers:
+            return ForwardHooks()
+        noise = self.perturber.perturb if self.perturber is not None else None
+        hooks = {t: TowerHooks(hidden_layers=tuple(self.hidden_layers[t]) if hidden else (),
+                               prompt_noise=noise) for t in self.prompted_towers()}
+        return ForwardHooks(**hooks)
 
-    def frozen_text_features(self, names):
-        """Frozen CLIP class text features under the dataset template or the ensemble."""
-        if self.cfg.PROXYFDA.TEMPLATES == "ensemble":  # PromptSRC's template ensemble
-            feats = torch.stack([
-                F.normalize(self.model.backbone.encode_prompts([t.replace("{}", n) for n in names]),
-                            dim=-1)
-                for t in PROMPTSRC_TEMPLATES])
-            return F.normalize(feats.mean(0), dim=-1)
-        template = dataset_template(self.cfg.DATASET.NAME)
-        return self.model.backbone.encode_prompts([template.format(n) for n in names])
-
-    def regularizer_loss(self, images, labels):
-        """Hand the enabled regularizers the feature sets they asked for."""
-        needs, last, backbone = self.reg_needs, self.model.last, self.model.backbone
-        feats = FeatureSets(labels=labels, logits=last.get("logits"))
+    def regularizer_loss(self, images, labels, step, hooks):
+        """Hand the regularizers the feature sets they asked for (in one FeatureSets)."""
+        needs, features, backbone = set(), step.features, self.model.backbone
+        for reg in self.regularizers:
+            needs |= set(reg.needs)
+        feats = FeatureSets(labels=labels, logits=features.logits)
         if "text" in needs:
-            feats.text = last.get("text")
-        if "text_frozen" in needs:
-            feats.text_frozen = self.text_frozen
+            feats.text = features.text
         if "image" in needs:
-            feats.image = last.get("image")
+            feats.image = features.image
         if "image_frozen" in needs:
-            feats.image_frozen = last.get("image_frozen")  # a trainer may have it already
+            feats.image_frozen = features.image_frozen
             if feats.image_frozen is None:
                 with torch.no_grad():
                     feats.image_frozen = backbone.image(images)
         if "hidden" in needs:
             feats.hidden = {}
-            if "text" in self.ldifs_layers:
-                feats.hidden["text"] = (backbone.text.captured, self.text_hidden_frozen)
-            if "image" in self.ldifs_layers:
+            if "text" in self.prompted_towers():  # frozen side: the regularizer's own
+                feats.hidden["text"] = (hooks.text.hidden, None)
+            if "image" in self.prompted_towers():
+                frozen = TowerHooks(hidden_layers=tuple(self.hidden_layers["image"]))
                 with torch.no_grad():
-                    _, frozen = backbone.image(images, hidden_layers=self.ldifs_layers["image"])
-                feats.hidden["image"] = (backbone.image.captured, frozen)
+                    backbone.image(images, hooks=frozen)
+                feats.hidden["image"] = (hooks.image.hidden, frozen.hidden)
         if "logits_second_pass" in needs:
             n = max(r.second_pass_size(self.step_count, len(images)) for r in self.regularizers)
-            feats.logits_second_pass = self.model(images[:n]) if n else None
+            feats.logits_second_pass = self.model.forward_features(
+                images[:n], self.forward_hooks(hidden=False)).logits if n else None
         self.step_count += 1
         return regularization_loss(self.regularizers, feats)
 
     # -------------------------------------------------------------- training
+    def step_loss(self, images, labels, hooks):
+        """The method's loss on one batch (a ``StepLoss``); by default cross-entropy on the
+        CLIP logits (CoOp, CoCoOp, IVLP, MaPLe)."""
+        features = self.model.forward_features(images, hooks)
+        return StepLoss({"ce": F.cross_entropy(features.logits, labels)}, features)
+
     def compute_loss(self, images, labels):
-        """Return ``(loss, summary dict of floats)``; by default cross-entropy on the CLIP
-        logits (CoOp, IVLP, MaPLe)."""
-        logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
-        return loss, self.summary(loss, logits, labels)
+        """``(loss, summary)`` of one batch, without regularizers or an update."""
+        step = self.step_loss(images, labels, ForwardHooks())
+        loss = step.total()
+        return loss, self.summary(loss, step.features.logits, labels, **step.log)
 
     def autocast(self):
         if self.precision == "amp":
@@ -303,37 +235,47 @@ class PromptTrainer(TrainerX):
 
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
+        hooks = self.forward_hooks()
         with self.autocast():
-            loss, summary = self.compute_loss(images, labels)
+            step = self.step_loss(images, labels, hooks)
+            terms, reg_summary = dict(step.terms), {}
             if self.regularizers:
-                reg_loss, reg_summary = self.regularizer_loss(images, labels)
-                loss = loss + reg_loss
-                summary = {**summary, **reg_summary}
+                terms["regularizers"], reg_summary = self.regularizer_loss(images, labels, step,
+                                                                           hooks)
+        loss = StepLoss(terms, step.features).total()
         self.check_finite(loss)
-        self.model_zero_grad()
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            for name in self.get_model_names():
-                if self._optims[name] is not None:
-                    self.scaler.step(self._optims[name])
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.model_update()
+        self.backward_and_update(loss, terms)
+        summary = self.summary(loss, step.features.logits, labels, **step.log, **reg_summary)
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
             self.after_last_batch()
         return summary
+
+    def backward_and_update(self, loss, terms):
+        """Backward and one step of every optimizer (the prompt learner's and the
+        regularizers'); under amp with the GradScaler. ``terms`` are the loss's parts, for a
+        method that treats them apart (e.g. ProGrad's gradient projection)."""
+        self.model_zero_grad()
+        if self.scaler is None:
+            loss.backward()
+            self.model_update()
+            return
+        self.scaler.scale(loss).backward()
+        for name in self.get_model_names():
+            if self._optims[name] is not None:
+                self.scaler.step(self._optims[name])
+        self.scaler.update()
 
     def after_last_batch(self):
         """Hook run once per epoch right after the LR step (PromptSRC's GPA)."""
 
     def check_finite(self, loss):
         if not torch.isfinite(loss).all():
+            fix = "Lower OPTIM.LR" + ("" if self.precision == "fp32" else " or use PREC fp32")
             raise TrainingDiverged(
                 f"Loss is {loss.item()} at epoch {self.epoch + 1}/{self.max_epoch}, "
                 f"batch {self.batch_idx + 1}/{self.num_batches}. Training stopped; the "
-                f"last saved checkpoint is untouched. Lower OPTIM.LR or use PREC fp32."
+                f"last saved checkpoint is untouched. {fix}."
             )
 
     @staticmethod
@@ -411,7 +353,7 @@ class PromptTrainer(TrainerX):
             return
         model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         # The regularizers (and Proxy-FDA's generator) play no part in inference.
-        for name in [n for n in self.get_model_names() if n != self.REGULARIZER_NAME]:
+        for name in [n for n in self.get_model_names() if n not in self.regularizer_names]:
             path = osp.join(directory, name, model_file)
             if not osp.exists(path):
                 folder = osp.join(directory, name)
@@ -434,4 +376,3 @@ class PromptTrainer(TrainerX):
                     f"class-specific options the same as in training?)"
                 ) from None
             self.load_extra_checkpoint_state(ckpt.get("extra") or {})
-

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 from dassl_compat import TRAINER_REGISTRY
 
-from .base import PromptCLIP, PromptTrainer
-from .coop import ClassPrompts, init_context
+from .base import PromptTrainer
+from .models import Features, PromptCLIP
+from .prompts import ClassPrompts, init_context
 
 
 class PromptLearner(nn.Module):
@@ -38,27 +39,27 @@ class PromptLearner(nn.Module):
 
 
 class CoCoOpCLIP(PromptCLIP):
-    # Upper bound on prompts per text-encoder call; evaluation batches of
-    # (images x classes) are split into chunks of whole images below it.
+    # Upper bound on prompts per text-encoder call: a batch's (images x classes) prompts are
+    # encoded in chunks of whole images below it (one call for a training batch of 1-4 images
+    # and tens of classes; evaluation batches are split).
     MAX_PROMPTS_PER_CALL = 4096
 
-    def forward(self, images):
+    def forward_features(self, images, hooks=None):
         image_features = F.normalize(self.encode_image_features(images), dim=-1)
         prompts = self.prompt_learner(image_features)
         tokens = self.prompt_learner.classes.tokenized_prompts
         n_cls = tokens.shape[0]
-        chunk = len(prompts) if torch.is_grad_enabled() else \
-            max(1, self.MAX_PROMPTS_PER_CALL // n_cls)
-        logits = []
+        chunk = max(1, self.MAX_PROMPTS_PER_CALL // n_cls)
+        logits, texts = [], []
         for img, pts in zip(image_features.split(chunk), prompts.split(chunk)):
             text = self.backbone.text(pts.flatten(0, 1), tokens.repeat(len(pts), 1))
             text = F.normalize(text, dim=-1).view(len(pts), n_cls, -1)
-            logits.append(self.logit_scale.exp() * torch.einsum("bd,bcd->bc", img, text))
-        logits = torch.cat(logits)
-        if torch.is_grad_enabled():
-            # for the regularizers: one class text set, the per-image sets averaged
-            self.last = {"image": image_features, "text": text.mean(0), "logits": logits}
-        return logits
+            # (scale * image) @ text, in this order as the reference: it matters in fp16
+            logits.append(torch.einsum("bd,bcd->bc", self.logit_scale.exp() * img, text))
+            texts.append(text)
+        # for the regularizers: one class text set, the per-image sets averaged
+        text = torch.cat(texts).mean(0)
+        return Features(torch.cat(logits), text=text, image=image_features)
 
     @contextlib.contextmanager
     def cached_text_features(self):
@@ -67,16 +68,13 @@ class CoCoOpCLIP(PromptCLIP):
 
 @TRAINER_REGISTRY.register()
 class CoCoOp(PromptTrainer):
-    # Its class prompts differ per image: no per-token text hidden states to compare with one
-    # frozen set (LDIFS), and no shared context slot to perturb (PACE).
-    UNSUPPORTED_REGULARIZERS = ("LDIFS", "PACE")
     METHOD_NODE = "COCOOP"
     CHECKPOINT_NAME = "prompt_learner"
 
+    def provides(self):
+        # Its class prompts differ per image: no per-token text hidden states to compare with
+        # one frozen set (LDIFS), and no shared context slot to perturb (PACE).
+        return frozenset({"logits", "labels", "text", "text_frozen"})
+
     def build_custom_clip(self, cfg, classnames, backbone):
         return CoCoOpCLIP(backbone, PromptLearner(cfg, classnames, backbone))
-
-    def compute_loss(self, images, labels):
-        logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
-        return loss, self.summary(loss, logits, labels)

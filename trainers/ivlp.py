@@ -10,8 +10,8 @@ from dassl_compat import TRAINER_REGISTRY
 from errors import ConfigError
 
 from .base import PromptTrainer
-from .coop import ClassPrompts
-from .maple import VLPromptCLIP, check_depth, deep_prompts, init_truncated_context
+from .models import VLPromptCLIP
+from .prompts import ClassPrompts, check_depth, deep_prompts, init_truncated_context
 
 
 class VLPromptLearner(nn.Module):

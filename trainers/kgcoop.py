@@ -3,10 +3,12 @@ the learned class text features close to frozen CLIP's hand-crafted ones:
 loss = CE + W * (1 - mean_c cos(t_c, t_c^hand))."""
 import torch.nn.functional as F
 
+from clip_backbone.templates import clean_classname
 from dassl_compat import TRAINER_REGISTRY
+from datasets import kgcoop_template
 
 from .coop import CoOp, CoOpCLIP, PromptLearner
-from .templates import clean_classname, kgcoop_template
+from .models import Features, StepLoss
 
 
 class KgCoOpCLIP(CoOpCLIP):
@@ -15,28 +17,31 @@ class KgCoOpCLIP(CoOpCLIP):
         hand = F.normalize(backbone.encode_prompts(hand_prompts), dim=-1)
         self.register_buffer("hand_text_features", hand, persistent=False)
 
-    def knowledge_guidance(self, text_features):
-        """1 - mean cosine between prompted and hand-crafted class text features."""
-        cos = F.cosine_similarity(
-            F.normalize(text_features, dim=-1), self.hand_text_features, dim=1, eps=1e-7
-        )
+    def knowledge_guidance(self, text):
+        """1 - mean cosine between normalized prompted and hand-crafted class text features."""
+        # The reference normalizes its stored hand features once more here; in fp16 that
+        # second rounding shows.
+        cos = F.cosine_similarity(text, F.normalize(self.hand_text_features, dim=-1), dim=1,
+                                  eps=1e-7)
         return 1.0 - cos.mean()
 
 
 @TRAINER_REGISTRY.register()
 class KgCoOp(CoOp):
-    METHOD_NODE = "COOP"
-    CHECKPOINT_NAME = "prompt_learner"
-
     def build_custom_clip(self, cfg, classnames, backbone):
         template = kgcoop_template(cfg.DATASET.NAME)
         hand_prompts = [template.format(clean_classname(c)) for c in classnames]
         print(f"Hand-crafted prompts: {hand_prompts[:3]}{' ...' if len(hand_prompts) > 3 else ''}")
         return KgCoOpCLIP(backbone, PromptLearner(cfg, classnames, backbone), hand_prompts)
 
-    def compute_loss(self, images, labels):
-        text_features = self.model.text_features()
-        logits = self.model.logits(self.model.encode_image_features(images), text_features)
-        kg = self.model.knowledge_guidance(text_features)
-        loss = F.cross_entropy(logits, labels) + self.method_cfg.W * kg
-        return loss, self.summary(loss, logits, labels, kg=kg.item())
+    def step_loss(self, images, labels, hooks):
+        model = self.model
+        text_features = model.text_features(hooks.text)
+        image_features = model.encode_image_features(images, hooks.image)
+        # one normalization feeds both terms, as in the reference (its gradients add there)
+        text = F.normalize(text_features, dim=-1)
+        logits = model.normalized_logits(F.normalize(image_features, dim=-1), text)
+        kg = model.knowledge_guidance(text)
+        terms = {"ce": F.cross_entropy(logits, labels), "kg": self.method_cfg.W * kg}
+        return StepLoss(terms, Features(logits, text=text_features, image=image_features),
+                        log={"kg": kg.item()})

@@ -11,37 +11,9 @@ import torch.nn as nn
 from dassl_compat import TRAINER_REGISTRY
 from errors import ConfigError
 
-from .base import PromptCLIP, PromptTrainer
-from .coop import ClassPrompts
-
-
-def init_truncated_context(backbone, n_ctx, ctx_init):
-    """The context rule shared by MaPLe, IVLP and PromptSRC: with CTX_INIT and
-    N_CTX <= 4 the first N_CTX token embeddings of the init words are learned,
-    while the prompt text keeps *all* the words (so "a photo of a" with N_CTX 2
-    learns "a photo" and keeps "of a" fixed); otherwise N(0, 0.02) and "X ... X"."""
-    if ctx_init and n_ctx <= 4:
-        ctx_init = ctx_init.replace("_", " ")
-        with torch.no_grad():
-            ctx = backbone.embed(backbone.tokenize([ctx_init]))[0, 1:1 + n_ctx].clone()
-        return ctx, ctx_init
-    if n_ctx < 1:
-        raise ConfigError(f"The number of text context tokens must be >= 1, got {n_ctx}.")
-    ctx = torch.empty(n_ctx, backbone.text_width, dtype=backbone.dtype)
-    nn.init.normal_(ctx, std=0.02)
-    return ctx, " ".join(["X"] * n_ctx)
-
-
-def check_depth(name, depth, num_layers, minimum):
-    if not minimum <= depth <= num_layers:
-        raise ConfigError(f"{name} must be in [{minimum}, {num_layers}] for this backbone, got {depth}.")
-
-
-def deep_prompts(n_layers, n_ctx, width):
-    """One (n_ctx, width) prompt per deep layer, ~N(0, 0.02) as in the reference."""
-    return nn.ParameterList(
-        [nn.Parameter(nn.init.normal_(torch.empty(n_ctx, width), std=0.02)) for _ in range(n_layers)]
-    )
+from .base import PromptTrainer
+from .models import VLPromptCLIP
+from .prompts import ClassPrompts, check_depth, deep_prompts, init_truncated_context
 
 
 class MultiModalPromptLearner(nn.Module):
@@ -82,21 +54,6 @@ class MultiModalPromptLearner(nn.Module):
         """The shallow vision prompt and the deep ones, projected from the text side."""
         deep = [proj(p) for proj, p in zip(self.compound_prompt_projections, self.compound_prompts_text)]
         return self.proj(self.ctx), deep
-
-
-class VLPromptCLIP(PromptCLIP):
-    """CLIP with text and vision prompts from a learner exposing ``text_prompts()`` and
-    ``vision_prompts()`` (MaPLe's coupled prompts, IVLP's and PromptSRC's independent ones)."""
-
-    def encode_text_features(self):
-        prompts, deep = self.prompt_learner.text_prompts()
-        classes = self.prompt_learner.classes
-        return self.backbone.text(prompts, classes.tokenized_prompts, deep_prompts=deep,
-                                  n_ctx=classes.n_ctx)
-
-    def encode_image_features(self, images):
-        shallow, deep = self.prompt_learner.vision_prompts()
-        return self.backbone.image(images, shallow_prompt=shallow, deep_prompts=deep or None)
 
 
 @TRAINER_REGISTRY.register()

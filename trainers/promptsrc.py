@@ -9,11 +9,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clip_backbone.templates import IMAGENET_TEMPLATES, clean_classname
 from dassl_compat import TRAINER_REGISTRY
 
-from .base import PromptTrainer
-from .ivlp import IVLP, VLPromptCLIP, VLPromptLearner
-from .templates import PROMPTSRC_TEMPLATES, clean_classname
+from .ivlp import IVLP, VLPromptLearner
+from .models import Features, StepLoss, VLPromptCLIP
 
 
 def gpa_weights(max_epoch, mean, std):
@@ -36,17 +36,16 @@ class PromptSRCCLIP(VLPromptCLIP):
             with self.backbone.fp32_text():  # fp32 in every PREC, as the reference
                 per_template = [
                     self.backbone.encode_prompts([t.replace("{}", c) for c in self.classnames])
-                    for t in PROMPTSRC_TEMPLATES]
+                    for t in IMAGENET_TEMPLATES]
             self._frozen_text = torch.stack(per_template, dim=1).mean(dim=1)
         return self._frozen_text
 
 
 @TRAINER_REGISTRY.register()
-class PromptSRC(PromptTrainer):
+class PromptSRC(IVLP):
+    """IVLP's prompts (and towers), PromptSRC's losses and GPA."""
+
     METHOD_NODE = "PROMPTSRC"
-    CHECKPOINT_NAME = "VLPromptLearner"
-    prompted_towers = IVLP.prompted_towers
-    prompt_depth = IVLP.prompt_depth
 
     def build_custom_clip(self, cfg, classnames, backbone):
         learner = VLPromptLearner(cfg.TRAINER.PROMPTSRC, classnames, backbone)
@@ -58,27 +57,29 @@ class PromptSRC(PromptTrainer):
         self.gpa_weights = gpa_weights(self.cfg.OPTIM.MAX_EPOCH, c.GPA_MEAN, c.GPA_STD)
         self.gpa_state = None  # running sum of weight(epoch) * prompt state, over finished epochs
 
-    def compute_loss(self, images, labels):
+    def step_loss(self, images, labels, hooks):
         model, c = self.model, self.method_cfg
-        text = F.normalize(model.text_features(), dim=-1)
-        image = F.normalize(model.encode_image_features(images), dim=-1)
+        text_features = model.text_features(hooks.text)
+        image_features = model.encode_image_features(images, hooks.image)
+        text, image = F.normalize(text_features, dim=-1), F.normalize(image_features, dim=-1)
         scale = model.logit_scale.exp()
         logits = scale * image @ text.t()
         with torch.no_grad():
             frozen_text = F.normalize(model.frozen_text_features(), dim=-1)
             frozen_image = F.normalize(model.backbone.image(images), dim=-1)
             zs_logits = scale * frozen_image @ frozen_text.t().to(frozen_image.dtype)
-        loss_ce = F.cross_entropy(logits, labels)
         loss_text = F.l1_loss(text, frozen_text, reduction="mean") * c.TEXT_LOSS_WEIGHT
         loss_image = F.l1_loss(image, frozen_image, reduction="mean") * c.IMAGE_LOSS_WEIGHT
         loss_kl = F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(zs_logits, dim=1),
                            reduction="sum", log_target=True) / logits.numel()
-        loss = loss_ce + (loss_kl + loss_text + loss_image)
-        # for the regularizers, which then need no second frozen image pass
-        model.last = {"text": text, "image": image, "logits": logits, "image_frozen": frozen_image}
-        return loss, self.summary(loss, logits, labels, loss_ce=loss_ce.item(),
-                                  loss_text=loss_text.item(), loss_image=loss_image.item(),
-                                  loss_kl=loss_kl.item())
+        loss_ce = F.cross_entropy(logits, labels)
+        # the reference's grouping: CE + L_SCL, L_SCL = KL + L1(text) + L1(image)
+        terms = {"ce": loss_ce, "scl": loss_kl + loss_text + loss_image}
+        # the regularizers get the normalized features and reuse the frozen image features
+        features = Features(logits, text=text, image=image, image_frozen=frozen_image)
+        return StepLoss(terms, features, log={
+            "loss_ce": loss_ce.item(), "loss_text": loss_text.item(),
+            "loss_image": loss_image.item(), "loss_kl": loss_kl.item()})
 
     def after_last_batch(self):
         learner = self.model.prompt_learner

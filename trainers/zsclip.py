@@ -4,10 +4,13 @@ import torch
 import torch.nn as nn
 
 from clip_backbone import build_backbone, resolve_precision
+from clip_backbone.templates import clean_classname
 from dassl_compat import TRAINER_REGISTRY, TrainerX
+from datasets import dataset_template
+from errors import ConfigError
+from regularizers import enabled_nodes
 
-from .base import PromptCLIP
-from .templates import clean_classname, dataset_template
+from .models import PromptCLIP
 
 
 class ZeroshotModel(PromptCLIP):
@@ -16,12 +19,20 @@ class ZeroshotModel(PromptCLIP):
         with torch.no_grad():
             self.register_buffer("class_text_features", backbone.encode_prompts(prompts))
 
-    def encode_text_features(self):
+    def encode_text_features(self, hooks=None):
         return self.class_text_features
 
 
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP(TrainerX):
+    def check_cfg(self, cfg):
+        nodes = enabled_nodes(cfg)
+        if nodes:
+            raise ConfigError(
+                f"ZeroshotCLIP learns nothing, so a regularizer has nothing to act on; set "
+                f"{', '.join(n + '.ENABLE False' for n in nodes)}."
+            )
+
     def build_model(self):
         cfg = self.cfg
         precision = resolve_precision(cfg.TRAINER.COOP.PREC, self.device)

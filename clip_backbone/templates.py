@@ -1,31 +1,12 @@
-"""Hand-crafted prompt templates (CLIP / CoOp), per registered dataset name."""
+"""CLIP's prompt-template ensembles (ImageNet templates), and how a class name enters a
+prompt. The hand template of each dataset is an attribute of its dataset class
+(``datasets.dataset_template``)."""
 
-DEFAULT_TEMPLATE = "a photo of a {}."
 
-CUSTOM_TEMPLATES = {
-    "OxfordPets": "a photo of a {}, a type of pet.",
-    "OxfordFlowers": "a photo of a {}, a type of flower.",
-    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
-    "DescribableTextures": "{} texture.",
-    "EuroSAT": "a centered satellite photo of {}.",
-    "StanfordCars": "a photo of a {}.",
-    "Food101": "a photo of {}, a type of food.",
-    "SUN397": "a photo of a {}.",
-    "Caltech101": "a photo of a {}.",
-    "UCF101": "a photo of a person doing {}.",
-    "ImageNet": "a photo of a {}.",
-    "ImageNetSketch": "a photo of a {}.",
-    "ImageNetV2": "a photo of a {}.",
-    "ImageNetA": "a photo of a {}.",
-    "ImageNetR": "a photo of a {}.",
-    # The CPU benchmark's sets (benchmark/README.md): the tiny CLIP was pretrained with this
-    # template among others (benchmark/sets.py, COMMON_TEMPLATES), and the benchmark's
-    # zero-shot reference and forgetting use it, so it is the hand-crafted prompt for all four.
-    "FashionMNIST": "a photo of a {}.",
-    "AnimalMNIST": "a photo of a {}.",
-    "MNIST": "a photo of a {}.",
-    "Digits": "a photo of a {}.",
-}
+def clean_classname(name):
+    """A class name as it enters a prompt: underscores become spaces (the peers' rule)."""
+    return name.replace("_", " ")
+
 
 # The 7-template subset CoOp's ZeroshotCLIP2 ensembles.
 IMAGENET_TEMPLATES_SELECT = [
@@ -38,30 +19,9 @@ IMAGENET_TEMPLATES_SELECT = [
     "a photo of the small {}.",
 ]
 
-
-def dataset_template(dataset_name):
-    return CUSTOM_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
-
-
-def clean_classname(name):
-    return name.replace("_", " ")
-
-
-# KgCoOp's own per-dataset templates for its hand-crafted text features; they
-# differ from CUSTOM_TEMPLATES only for DTD.
-KGCOOP_TEMPLATES = {
-    **CUSTOM_TEMPLATES,
-    "DescribableTextures": "a photo of a {}, a type of texture.",
-}
-
-
-def kgcoop_template(dataset_name):
-    return KGCOOP_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
-
-
-# PromptSRC's teacher text features average these 60 templates (PromptSRC's
-# trimmed copy of CLIP's 80 ImageNet templates, in its order).
-PROMPTSRC_TEMPLATES = [
+# PromptSRC's 60 templates (its trimmed copy of CLIP's 80 ImageNet templates, in its order):
+# its teacher text features, and Proxy-FDA's TEMPLATES "ensemble", average over them.
+IMAGENET_TEMPLATES = [
     "a photo of a {}.",
     "a bad photo of a {}.",
     "a photo of many {}.",
