@@ -11,8 +11,8 @@
 # Environment (defaults in brackets): DATA [data], OUTPUT [output/demo], DATASET [digits],
 # SHOTS [16], SEEDS ["1 2 3"], PYTHON [python],
 # RUNS ["ZeroshotCLIP/bench_tiny_clip MaPLe/bench_tiny_clip MaPLe/bench_tiny_clip_proxyfda"]:
-# TRAINER/CFG pairs, TRAINER the registered name (its scripts are the scripts/*/ folder whose
-# scripts say TRAINER=<it>), CFG a config of that trainer. TRAINER=X CFG=Y is short for RUNS=X/Y.
+# TRAINER/CFG pairs, TRAINER the registered name (its scripts are in the scripts/*/ folder
+# tools/protocol.py assigns it), CFG a config of that trainer. TRAINER=X CFG=Y is short for RUNS=X/Y.
 # DATASET is one of the benchmark sets (digits, fashion_mnist, animal_mnist, mnist; written by
 # benchmark/prepare_data.py when missing, see benchmark/README.md for the packages the last
 # three need) or image_folder (a random toy set for the tiny_* configs, e.g.
@@ -51,8 +51,7 @@ for run in $RUNS; do
     trainer="${run%%/*}"
     cfg="${run#*/}"
     [[ "$run" == */* && -n "$trainer" && -n "$cfg" ]] || { echo "ERROR: RUNS entry '$run' is not TRAINER/CFG" >&2; exit 1; }
-    scripts="$(dirname "$(grep -lx "TRAINER=$trainer" scripts/*/base2new_train.sh | head -n 1)")"
-    [[ "$scripts" != . ]] || { echo "ERROR: no scripts/*/ folder for TRAINER=$trainer" >&2; exit 1; }
+    scripts="scripts/$("$PY" -m tools.protocol folder "$trainer")"
     for seed in $SEEDS; do
         bash "$scripts/base2new_train.sh" "$DATASET" "$seed" "$cfg"
         bash "$scripts/base2new_test.sh" "$DATASET" "$seed" "$cfg"

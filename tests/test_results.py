@@ -137,7 +137,7 @@ def test_delta_new_uses_our_zero_shot_runs_when_present(tmp_path):
 
 def test_delta_new_falls_back_to_published_clip_for_the_11_dataset_average(tmp_path):
     root = str(tmp_path)
-    from tools.logparse import BASE2NEW_DATASETS
+    from tools.protocol import DATASETS as BASE2NEW_DATASETS
     for ds in BASE2NEW_DATASETS:
         add_run(root, "PromptSRC", ds, 1, 84.26, 76.10, decimals=2)
     avg = results.summarize(root).row("PromptSRC", results.AVERAGE)

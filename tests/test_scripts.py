@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tools import results
+from tools import protocol, results
 from tools.dassl_log import training_log
 from tools.logparse import log_files, read_run
 
@@ -26,17 +26,24 @@ SHOTS = "2"
 
 
 def script_vars(path):
-    """KEY=value assignments at the start of a line (the scripts' data)."""
+    """KEY=value assignments at the start of a line (the demo's data)."""
     with open(path) as f:
         return dict(re.findall(r"^([A-Z_]+)=([^\s#]+)", f.read(), flags=re.M))
 
 
+def script_call(path):
+    """(protocol, trainer folder) a per-trainer script hands tools/protocol.py."""
+    with open(path) as f:
+        m = re.search(r'^source "\$\(dirname "\$\{BASH_SOURCE\[0\]\}"\)/\.\./common\.sh" '
+                      r'(\w+) (\w+) "\$@"$', f.read(), flags=re.M)
+    assert m, f"{path} does not call scripts/common.sh with its protocol and trainer"
+    return m.group(1), m.group(2)
+
+
 def common_list(name):
-    with open(osp.join(SCRIPTS, "common.sh")) as f:
-        text = f.read()
-    m = re.search(rf"^{name}=\(([^)]*)\)", text, flags=re.M) or \
-        re.search(rf"^{name}=(\S+)", text, flags=re.M)
-    return m.group(1).split()
+    """A dataset list of the protocols (tools/protocol.py)."""
+    value = getattr(protocol, name)
+    return [value] if isinstance(value, str) else list(value)
 
 
 def trainer_scripts():
@@ -76,15 +83,36 @@ def test_every_trainer_has_every_protocol_script():
 
 @pytest.mark.parametrize("script", trainer_scripts(), ids=lambda p: osp.relpath(p, SCRIPTS))
 def test_script_default_config_exists(script):
-    v = script_vars(script)
-    assert {"TRAINER", "CONFIG_DIR", "DEFAULT_CFG", "ZEROSHOT"} <= set(v), script
-    config = osp.join(REPO, "configs", "trainers", v["CONFIG_DIR"], v["DEFAULT_CFG"] + ".yaml")
-    assert osp.isfile(config), f"{osp.relpath(script, REPO)} names a missing config {config}"
+    """Each script is its protocol for its trainer, and every config the table picks exists."""
+    name, folder = script_call(script)
+    assert (name, folder) == (osp.basename(script)[:-3], osp.basename(osp.dirname(script)))
+    entry = protocol.TRAINERS[folder]
+    datasets = protocol.DATASETS + protocol.DG_TARGETS
+    for dataset in datasets:
+        for shots in (1, 2, 4, 8, 16):
+            config = osp.join(REPO, "configs", "trainers", entry.config_dir,
+                              protocol.default_config(folder, name, dataset, shots) + ".yaml")
+            assert osp.isfile(config), f"{osp.relpath(script, REPO)} names a missing config {config}"
+
+
+def test_the_protocol_table_has_the_reference_configs():
+    """Where a reference picks its config by dataset or shots, so does the table."""
+    cfg = protocol.default_config
+    assert cfg("coop", "base2new_train", "imagenet") == "vit_b16_ep50_ctxv1"
+    assert cfg("coop", "base2new_test", "dtd") == "vit_b16_ctxv1"
+    assert [cfg("coop", "few_shot", "dtd", k) for k in (1, 2, 4, 8, 16)] == \
+        ["vit_b16_ep50", "vit_b16_ep100", "vit_b16_ep100", "vit_b16", "vit_b16"]
+    assert cfg("coop", "few_shot", "imagenet", 16) == "vit_b16_ep50"
+    assert cfg("promptsrc", "few_shot", "dtd", 4).endswith("_gpa45")
+    assert not cfg("promptsrc", "few_shot", "caltech101", 4).endswith("_gpa45")
+    assert cfg("kgcoop", "base2new_train", "dtd") == "vit_b16_ep100_ctxv1"
 
 
 def test_dataset_names_in_the_scripts_have_configs():
     names = common_list("XD_SOURCE") + common_list("XD_TARGETS") + common_list("DG_TARGETS")
     assert len(common_list("XD_TARGETS")) == 10 and len(common_list("DG_TARGETS")) == 4
+    assert sorted(common_list("XD_SOURCE") + common_list("XD_TARGETS")) == \
+        sorted(common_list("DATASETS"))
     demo = script_vars(osp.join(SCRIPTS, "demo_base2new.sh"))
     for name in names + [demo_default(demo, "DATASET")]:
         assert osp.isfile(osp.join(REPO, "configs", "datasets", name + ".yaml")), name
@@ -100,10 +128,10 @@ def test_demo_defaults_name_existing_trainer_scripts_and_configs():
     assert [r.split("/")[0] for r in runs] == ["ZeroshotCLIP", "MaPLe", "MaPLe"]
     for run in runs:
         trainer, cfg = run.split("/")
-        owners = [p for p in glob.glob(osp.join(SCRIPTS, "*", "base2new_train.sh"))
-                  if script_vars(p)["TRAINER"] == trainer]
+        owners = [d for d, entry in protocol.TRAINERS.items() if entry.name == trainer]
         assert len(owners) == 1, run
-        config_dir = script_vars(owners[0])["CONFIG_DIR"]
+        assert osp.isfile(osp.join(SCRIPTS, owners[0], "base2new_train.sh")), run
+        config_dir = protocol.TRAINERS[owners[0]].config_dir
         assert osp.isfile(osp.join(REPO, "configs", "trainers", config_dir, cfg + ".yaml")), run
 
 
@@ -130,7 +158,7 @@ def test_script_trainers_are_registered(train_module):
     from dassl_compat import TRAINER_REGISTRY
     names = TRAINER_REGISTRY.registered_names()
     for script in trainer_scripts():
-        assert script_vars(script)["TRAINER"] in names, script
+        assert protocol.TRAINERS[script_call(script)[1]].name in names, script
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,9 +333,10 @@ def test_few_shot_cross_dataset_and_dg_layouts(tmp_path):
     env = dict(DATA=str(tmp_path), OUTPUT=out, DRY_RUN="1")
     cfg = "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets"
 
-    (cmd,) = dry_run_commands(run_script("promptsrc/few_shot.sh", "dtd", "4", "2", env=env))
+    # (caltech101: for dtd the table picks the GPA 45/5 variant, the reference's setting there)
+    (cmd,) = dry_run_commands(run_script("promptsrc/few_shot.sh", "caltech101", "4", "2", env=env))
     assert arg(cmd, "--output-dir") == osp.join(
-        out, "dtd", "PromptSRC", "vit_b16_c2_ep50_batch4_4+4ctx_few_shot_4shots", "seed2")
+        out, "caltech101", "PromptSRC", "vit_b16_c2_ep50_batch4_4+4ctx_few_shot_4shots", "seed2")
     assert cmd[-2:] == ["DATASET.NUM_SHOTS", "4"] and "--eval-only" not in cmd
 
     (cmd,) = dry_run_commands(run_script("promptsrc/xd_train.sh", "1", env=env))

@@ -1,6 +1,6 @@
-"""Read final accuracies out of Dassl logs, and find runs in the peers' output layout.
+"""Read final accuracies out of Dassl logs (the runs' folders are tools/protocol.py's).
 
-Shared by ``tools/results.py``, ``tools/sweep.py``, the scripts and the tests.
+Shared by ``tools/results.py``, ``tools/sweep.py``, ``tools/protocol.py`` and the tests.
 
 What counts as a run's result
 -----------------------------
@@ -37,13 +37,6 @@ ACCURACY_RE = re.compile(r"^\*\s*accuracy:\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)
 TRAIN_LINE_RE = re.compile(r"^epoch \[\d+/\d+\]")
 LOG_NAME = "log.txt"
 BACKUP_RE = re.compile(r"^log\.txt-(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})$")
-
-# The 11 base-to-novel datasets, by their config-file (output directory) names.
-BASE2NEW_DATASETS = (
-    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
-)
-
 
 def final_accuracy(lines: Iterable[str]) -> Optional[float]:
     """The run's final test accuracy (percent) from a log's lines, or None if it has none."""
@@ -115,68 +108,6 @@ def read_run(run_dir: str) -> RunResult:
 
 def run_finished(run_dir: str) -> bool:
     return read_run(run_dir).finished
-
-
-# ---------------------------------------------------------------------------------------
-# Output layout (peers.md §4):
-#   <root>/base2new/train_base/<DATASET>/shots_<K>/<TRAINER>/<CFG>/seed<S>/log.txt
-#   <root>/base2new/test_new/<DATASET>/shots_<K>/<TRAINER>/<CFG>/seed<S>/log.txt
-#   <root>/base2new/test_base/...   (reproduce_*.sh: base accuracy from an eval-only log)
-
-
-@dataclass(frozen=True, order=True)
-class RunKey:
-    trainer: str
-    cfg: str
-    dataset: str
-    shots: int
-    seed: int
-
-    def relpath(self) -> str:
-        return os.path.join(self.dataset, f"shots_{self.shots}", self.trainer, self.cfg,
-                            f"seed{self.seed}")
-
-    def __str__(self) -> str:
-        return f"{self.trainer}/{self.cfg} {self.dataset} shots_{self.shots} seed{self.seed}"
-
-
-def base2new_dirs(output_root: str, key: RunKey) -> dict:
-    """Run directories of one grid point: train_base, test_new and test_base."""
-    root = os.path.join(output_root, "base2new")
-    return {split: os.path.join(root, split, key.relpath())
-            for split in ("train_base", "test_new", "test_base")}
-
-
-_SHOTS_RE = re.compile(r"^shots_(\d+)$")
-_SEED_RE = re.compile(r"^seed(\d+)$")
-
-
-def _subdirs(path: str) -> List[str]:
-    try:
-        return sorted(n for n in os.listdir(path)
-                      if not n.startswith(".") and os.path.isdir(os.path.join(path, n)))
-    except FileNotFoundError:
-        return []
-
-
-def find_run_keys(split_root: str) -> List[RunKey]:
-    """Every ``<DATASET>/shots_<K>/<TRAINER>/<CFG>/seed<S>`` directory under ``split_root``
-    that holds a log file (finished or not)."""
-    keys = []
-    for ds in _subdirs(split_root):
-        for shots_dir in _subdirs(os.path.join(split_root, ds)):
-            m_shots = _SHOTS_RE.match(shots_dir)
-            if not m_shots:
-                continue
-            for trainer in _subdirs(os.path.join(split_root, ds, shots_dir)):
-                for cfg in _subdirs(os.path.join(split_root, ds, shots_dir, trainer)):
-                    cfg_dir = os.path.join(split_root, ds, shots_dir, trainer, cfg)
-                    for seed_dir in _subdirs(cfg_dir):
-                        m_seed = _SEED_RE.match(seed_dir)
-                        if m_seed and log_files(os.path.join(cfg_dir, seed_dir)):
-                            keys.append(RunKey(trainer, cfg, ds, int(m_shots.group(1)),
-                                               int(m_seed.group(1))))
-    return sorted(keys)
 
 
 def main(argv=None) -> int:

@@ -51,8 +51,9 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.logparse import (BASE2NEW_DATASETS, RunKey, base2new_dirs, find_run_keys, log_files,
-                            read_run)
+from tools.logparse import log_files, read_run
+from tools.protocol import DATASETS as BASE2NEW_DATASETS
+from tools.protocol import RunKey, base2new_dirs, find_run_keys
 
 # SPEC.md, "Published numbers (CLIP ViT-B/16, 16 shots, averages over 11 datasets)".
 PUBLISHED: Dict[str, Tuple[Optional[float], Optional[float], Optional[float]]] = {

@@ -15,7 +15,7 @@ A grid YAML holds the same keys (command-line values win)::
     root: /data            # else $DATA
     output: output
     opts: [OPTIM.MAX_EPOCH, "2"]
-    train_cmd: "..."       # command templates, see DEFAULT_TRAIN_CMD
+    train_cmd: "..."       # command templates (default: tools/protocol.py's commands)
     test_cmd: "..."
 
 One grid point = one job: train on the base classes into
@@ -58,28 +58,14 @@ from typing import Dict, List, Optional, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.logparse import RunKey, base2new_dirs, read_run, run_finished
+from tools import protocol
+from tools.logparse import read_run, run_finished
+from tools.protocol import RunKey, base2new_dirs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_COMMON = ("{python} train.py --root {root} --seed {seed} --trainer {trainer} "
-           "--dataset-config-file configs/datasets/{dataset}.yaml "
-           "--config-file configs/trainers/{config_dir}/{cfg}.yaml ")
-DEFAULT_TRAIN_CMD = (_COMMON + "--output-dir {train_dir} "
-                     "DATASET.NUM_SHOTS {shots} DATASET.SUBSAMPLE_CLASSES base")
-DEFAULT_TEST_CMD = (_COMMON + "--output-dir {test_dir} --model-dir {train_dir} "
-                    "--load-epoch {load_epoch} --eval-only "
-                    "DATASET.NUM_SHOTS {shots} DATASET.SUBSAMPLE_CLASSES new")
-# Zero-shot CLIP: both sides are evaluations of the frozen model.
-ZEROSHOT_TRAIN_CMD = (_COMMON + "--output-dir {train_dir} --eval-only "
-                      "DATASET.NUM_SHOTS {shots} DATASET.SUBSAMPLE_CLASSES base")
-ZEROSHOT_TEST_CMD = (_COMMON + "--output-dir {test_dir} --eval-only "
-                     "DATASET.NUM_SHOTS {shots} DATASET.SUBSAMPLE_CLASSES new")
-ZEROSHOT_TRAINERS = ("zeroshotclip", "zsclip")
-# Zero-shot CLIP has no configs of its own: it reads CoOp's (as the peers' zsclip scripts do).
-ZEROSHOT_CONFIG_DIR = "CoOp"
-
-
+# The default commands are the protocol's (tools/protocol.py); a grid may give its own
+# templates instead ({python}, {root}, {train_dir}, {test_dir}, {load_epoch}, ...).
 @dataclass(frozen=True)
 class Point:
     """One grid point, with everything a job needs (it is pickled to the worker)."""
@@ -154,6 +140,14 @@ def point_done(point: Point) -> bool:
 # Grid
 
 
+def _protocol_templates(trainer, cfg, dataset, seed, shots, output):
+    """Train and test command templates of one point, from the protocol's steps."""
+    train, test = protocol.base2new_steps(trainer, cfg, dataset, seed, output, "{root}", shots,
+                                          load_epoch_arg="{load_epoch}")
+    return tuple(shlex.join(["{python}", "train.py", "--output-dir", dir_field, *step.args])
+                 for step, dir_field in ((train, "{train_dir}"), (test, "{test_dir}")))
+
+
 def build_grid(trainers: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
                shots: Sequence[int], output: str, root: str,
                train_cmd: Optional[str] = None, test_cmd: Optional[str] = None,
@@ -165,21 +159,23 @@ def build_grid(trainers: Sequence[str], datasets: Sequence[str], seeds: Sequence
             raise SystemExit(f"trainer {spec!r}: write TRAINER/CFG (the config file name "
                              f"under configs/trainers/TRAINER/, without .yaml)")
         trainer, cfg = spec.split("/", 1)
-        zeroshot = trainer.lower() in ZEROSHOT_TRAINERS
         for k in shots:
             for ds in datasets:
                 for s in seeds:
                     key = RunKey(trainer, cfg, ds, int(k), int(s))
                     dirs = base2new_dirs(output, key)
                     fields = dict(python=sys.executable, root=root, trainer=trainer, cfg=cfg,
-                                  config_dir=ZEROSHOT_CONFIG_DIR if zeroshot else trainer,
                                   dataset=ds, shots=str(k), seed=str(s), output=output,
                                   train_dir=dirs["train_base"], test_dir=dirs["test_new"])
-                    points.append(Point(
-                        key, dirs["train_base"], dirs["test_new"],
-                        train_cmd or (ZEROSHOT_TRAIN_CMD if zeroshot else DEFAULT_TRAIN_CMD),
-                        test_cmd or (ZEROSHOT_TEST_CMD if zeroshot else DEFAULT_TEST_CMD),
-                        fields, tuple(opts), workdir))
+                    train, test = train_cmd, test_cmd
+                    if not (train and test):
+                        try:
+                            default = _protocol_templates(trainer, cfg, ds, s, int(k), output)
+                        except protocol.ProtocolError as exc:
+                            raise SystemExit(f"ERROR: {exc}") from None
+                        train, test = train or default[0], test or default[1]
+                    points.append(Point(key, dirs["train_base"], dirs["test_new"], train, test,
+                                        fields, tuple(opts), workdir))
     return points
 
 

@@ -1,10 +1,5 @@
 #!/bin/bash
-# CoCoOp, cross-dataset and domain generalization: train on ImageNet, all classes, 16 shots.
+# CoCoOp, cross-dataset: train on ImageNet, all classes, SHOTS (16) per class.
 # usage: [DATA=/path/to/datasets] scripts/cocoop/xd_train.sh [--root DIR] SEED [CFG]
-# (see scripts/common.sh for the environment variables and the output layout)
-TRAINER=CoCoOp
-CONFIG_DIR=CoCoOp  # configs/trainers/$CONFIG_DIR/$CFG.yaml
-DEFAULT_CFG=vit_b16_c4_ep10_batch1_ctxv1
-ZEROSHOT=0
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-xd_train "$@"
+# (the configs, environment variables and output layout: python -m tools.protocol --help)
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" xd_train cocoop "$@"

@@ -1,10 +1,5 @@
 #!/bin/bash
-# CoOp, domain generalization: evaluate the ImageNet model on an ImageNet variant (all: the 4).
+# CoOp, domain generalization: evaluate the ImageNet model on DATASET (all: the 4 variants).
 # usage: [DATA=/path/to/datasets] scripts/coop/dg_test.sh [--root DIR] DATASET|all SEED [CFG]
-# (see scripts/common.sh for the environment variables and the output layout)
-TRAINER=CoOp
-CONFIG_DIR=CoOp  # configs/trainers/$CONFIG_DIR/$CFG.yaml
-DEFAULT_CFG=vit_b16_ep50_ctxv1
-ZEROSHOT=0
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-dg_test "$@"
+# (the configs, environment variables and output layout: python -m tools.protocol --help)
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" dg_test coop "$@"

@@ -1,10 +1,5 @@
 #!/bin/bash
 # CoOp, few-shot: train on all classes with SHOTS per class; the log's final test is the result.
 # usage: [DATA=/path/to/datasets] scripts/coop/few_shot.sh [--root DIR] DATASET SHOTS SEED [CFG]
-# (see scripts/common.sh for the environment variables and the output layout)
-TRAINER=CoOp
-CONFIG_DIR=CoOp  # configs/trainers/$CONFIG_DIR/$CFG.yaml
-DEFAULT_CFG=vit_b16
-ZEROSHOT=0
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-few_shot "$@"
+# (the configs, environment variables and output layout: python -m tools.protocol --help)
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" few_shot coop "$@"

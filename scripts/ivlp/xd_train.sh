@@ -1,10 +1,5 @@
 #!/bin/bash
-# IVLP, cross-dataset and domain generalization: train on ImageNet, all classes, 16 shots.
+# IVLP, cross-dataset: train on ImageNet, all classes, SHOTS (16) per class.
 # usage: [DATA=/path/to/datasets] scripts/ivlp/xd_train.sh [--root DIR] SEED [CFG]
-# (see scripts/common.sh for the environment variables and the output layout)
-TRAINER=IVLP
-CONFIG_DIR=IVLP  # configs/trainers/$CONFIG_DIR/$CFG.yaml
-DEFAULT_CFG=vit_b16_c2_ep5_batch4_2+2ctx
-ZEROSHOT=0
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-xd_train "$@"
+# (the configs, environment variables and output layout: python -m tools.protocol --help)
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" xd_train ivlp "$@"

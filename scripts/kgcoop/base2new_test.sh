@@ -1,10 +1,5 @@
 #!/bin/bash
-# KgCoOp, base-to-novel: evaluate the last epoch on the novel classes.
+# KgCoOp, base-to-novel: evaluate the training's last epoch on the novel classes.
 # usage: [DATA=/path/to/datasets] scripts/kgcoop/base2new_test.sh [--root DIR] DATASET SEED [CFG]
-# (see scripts/common.sh for the environment variables and the output layout)
-TRAINER=KgCoOp
-CONFIG_DIR=KgCoOp  # configs/trainers/$CONFIG_DIR/$CFG.yaml
-DEFAULT_CFG=vit_b16_ep100_ctxv1
-ZEROSHOT=0
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-base2new_test "$@"
+# (the configs, environment variables and output layout: python -m tools.protocol --help)
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" base2new_test kgcoop "$@"

@@ -1,10 +1,5 @@
 #!/bin/bash
-# KgCoOp, domain generalization: evaluate the ImageNet model on an ImageNet variant (all: the 4).
+# KgCoOp, domain generalization: evaluate the ImageNet model on DATASET (all: the 4 variants).
 # usage: [DATA=/path/to/datasets] scripts/kgcoop/dg_test.sh [--root DIR] DATASET|all SEED [CFG]
-# (see scripts/common.sh for the environment variables and the output layout)
-TRAINER=KgCoOp
-CONFIG_DIR=KgCoOp  # configs/trainers/$CONFIG_DIR/$CFG.yaml
-DEFAULT_CFG=vit_b16_ep100_ctxv1
-ZEROSHOT=0
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-dg_test "$@"
+# (the configs, environment variables and output layout: python -m tools.protocol --help)
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" dg_test kgcoop "$@"

@@ -1,10 +1,5 @@
 #!/bin/bash
-# KgCoOp, cross-dataset and domain generalization: train on ImageNet, all classes, 16 shots.
+# KgCoOp, cross-dataset: train on ImageNet, all classes, SHOTS (16) per class.
 # usage: [DATA=/path/to/datasets] scripts/kgcoop/xd_train.sh [--root DIR] SEED [CFG]
-# (see scripts/common.sh for the environment variables and the output layout)
-TRAINER=KgCoOp
-CONFIG_DIR=KgCoOp  # configs/trainers/$CONFIG_DIR/$CFG.yaml
-DEFAULT_CFG=vit_b16_ep100_ctxv1
-ZEROSHOT=0
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-xd_train "$@"
+# (the configs, environment variables and output layout: python -m tools.protocol --help)
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" xd_train kgcoop "$@"

@@ -1,10 +1,5 @@
 #!/bin/bash
-# MaPLe, domain generalization: evaluate the ImageNet model on an ImageNet variant (all: the 4).
+# MaPLe, domain generalization: evaluate the ImageNet model on DATASET (all: the 4 variants).
 # usage: [DATA=/path/to/datasets] scripts/maple/dg_test.sh [--root DIR] DATASET|all SEED [CFG]
-# (see scripts/common.sh for the environment variables and the output layout)
-TRAINER=MaPLe
-CONFIG_DIR=MaPLe  # configs/trainers/$CONFIG_DIR/$CFG.yaml
-DEFAULT_CFG=vit_b16_c2_ep5_batch4_2ctx_cross_datasets
-ZEROSHOT=0
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-dg_test "$@"
+# (the configs, environment variables and output layout: python -m tools.protocol --help)
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" dg_test maple "$@"

@@ -1,10 +1,5 @@
 #!/bin/bash
 # MaPLe, cross-dataset: evaluate the ImageNet model on DATASET (all: the other 10).
 # usage: [DATA=/path/to/datasets] scripts/maple/xd_test.sh [--root DIR] DATASET|all SEED [CFG]
-# (see scripts/common.sh for the environment variables and the output layout)
-TRAINER=MaPLe
-CONFIG_DIR=MaPLe  # configs/trainers/$CONFIG_DIR/$CFG.yaml
-DEFAULT_CFG=vit_b16_c2_ep5_batch4_2ctx_cross_datasets
-ZEROSHOT=0
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-xd_test "$@"
+# (the configs, environment variables and output layout: python -m tools.protocol --help)
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" xd_test maple "$@"

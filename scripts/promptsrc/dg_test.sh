@@ -1,10 +1,5 @@
 #!/bin/bash
-# PromptSRC, domain generalization: evaluate the ImageNet model on an ImageNet variant (all: the 4).
+# PromptSRC, domain generalization: evaluate the ImageNet model on DATASET (all: the 4 variants).
 # usage: [DATA=/path/to/datasets] scripts/promptsrc/dg_test.sh [--root DIR] DATASET|all SEED [CFG]
-# (see scripts/common.sh for the environment variables and the output layout)
-TRAINER=PromptSRC
-CONFIG_DIR=PromptSRC  # configs/trainers/$CONFIG_DIR/$CFG.yaml
-DEFAULT_CFG=vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets
-ZEROSHOT=0
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-dg_test "$@"
+# (the configs, environment variables and output layout: python -m tools.protocol --help)
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" dg_test promptsrc "$@"

@@ -1,10 +1,5 @@
 #!/bin/bash
-# ZeroshotCLIP, domain generalization: evaluate on an ImageNet variant (all: the 4).
+# Zero-shot CLIP, domain generalization: evaluate on DATASET (all: the 4 ImageNet variants).
 # usage: [DATA=/path/to/datasets] scripts/zsclip/dg_test.sh [--root DIR] DATASET|all SEED [CFG]
-# (see scripts/common.sh for the environment variables and the output layout)
-TRAINER=ZeroshotCLIP
-CONFIG_DIR=CoOp  # configs/trainers/$CONFIG_DIR/$CFG.yaml
-DEFAULT_CFG=vit_b16
-ZEROSHOT=1
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-dg_test "$@"
+# (the configs, environment variables and output layout: python -m tools.protocol --help)
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh" dg_test zsclip "$@"

@@ -1,0 +1,449 @@
+"""The evaluation protocols, written once: which datasets, which config per trainer, the output
+folders of a run and the ``train.py`` arguments of each step.
+
+The per-trainer shell scripts (``scripts/<trainer>/<protocol>.sh``), the sweep launcher
+(``tools/sweep.py``), the results tool and the CPU benchmark all go through this module.
+
+    python -m tools.protocol PROTOCOL TRAINER_DIR [--root DATA] ARGS... [CFG]
+
+PROTOCOL and its ARGS (CFG defaults to the trainer's config for that protocol, dataset and
+shots, ``default_config``):
+
+    base2new_train  DATASET SEED [CFG]   train on the base classes (SHOTS per class, default 16)
+    base2new_test   DATASET SEED [CFG]   evaluate that training on the novel classes
+    few_shot        DATASET SHOTS SEED [CFG]   train on all classes; the final test is the result
+    xd_train        SEED [CFG]           train on ImageNet, all classes, SHOTS (16) per class
+    xd_test         DATASET|all SEED [CFG]   that model on another dataset (all: the 10 others)
+    dg_test         DATASET|all SEED [CFG]   that model on an ImageNet variant (all: the 4)
+
+Environment: DATA (dataset root, or --root), OUTPUT (default output), SHOTS (base2new and xd,
+default 16), PYTHON (the interpreter of train.py, default this one), DRY_RUN=1 (print the
+train.py commands, run nothing).
+
+Output layout (the peers'):
+
+    base2new  OUTPUT/base2new/{train_base,test_new}/DATASET/shots_K/TRAINER/CFG/seedS
+    few-shot  OUTPUT/DATASET/TRAINER/CFG_Kshots/seedS     (xd_train: DATASET = imagenet)
+    xd, dg    OUTPUT/evaluation/TRAINER/CFG_Kshots/DATASET/seedS
+
+A run whose log already has its final result is skipped; an unfinished one is run again into
+the same folder, and train.py resumes it from its last checkpoint. An evaluation loads the
+last epoch of the training (the config's OPTIM.MAX_EPOCH). Zero-shot CLIP is evaluated, never
+trained, with CoOp's configs.
+
+This module imports no torch: a script that only skips finished runs starts in a blink.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools.logparse import log_files, run_finished
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# ---------------------------------------------------------------------------------------
+# Datasets, by their config-file (output folder) names
+
+#: the 11 base-to-novel datasets, in the papers' table order
+DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers",
+            "food101", "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+XD_SOURCE = "imagenet"
+XD_TARGETS = tuple(d for d in DATASETS if d != XD_SOURCE)
+DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+DEFAULT_SHOTS = 16
+
+# ---------------------------------------------------------------------------------------
+# Trainers: their script folder, registered name, config folder and default configs
+
+PROTOCOLS = ("base2new_train", "base2new_test", "few_shot", "xd_train", "xd_test", "dg_test")
+# config per protocol group: base2new (train and test), few_shot, xd (xd_train/xd_test/dg_test)
+CfgRule = Callable[[str, int], str]  # (dataset, shots) -> config name
+
+
+@dataclass(frozen=True)
+class Trainer:
+    name: str  # registered trainer name (--trainer)
+    config_dir: str  # folder under configs/trainers/
+    base2new: CfgRule
+    few_shot: CfgRule
+    xd: CfgRule
+    zeroshot: bool = False  # evaluated, never trained
+
+
+def _always(cfg: str) -> CfgRule:
+    return lambda dataset, shots: cfg
+
+
+def _coop_base2new(dataset, shots):
+    # CoOp's base-to-novel on ImageNet uses the 50-epoch config (the CoCoOp repository's
+    # base2new_train.sh, "uncomment this when TRAINER=CoOp and DATASET=imagenet")
+    return "vit_b16_ep50_ctxv1" if dataset == "imagenet" else "vit_b16_ctxv1"
+
+
+def _coop_few_shot(dataset, shots):
+    # CoOp's schedule by shots (COOP.md): 50 epochs for 1 shot and for ImageNet, 100 for 2 and
+    # 4 shots, 200 for 8 and 16. The paper's backbone is RN50 (configs rn50*); ours ViT-B/16.
+    if dataset == "imagenet" or shots <= 1:
+        return "vit_b16_ep50"
+    return "vit_b16_ep100" if shots <= 4 else "vit_b16"
+
+
+PROMPTSRC_GPA45 = ("stanford_cars", "oxford_flowers", "fgvc_aircraft", "dtd", "eurosat")
+
+
+def _promptsrc_few_shot(dataset, shots):
+    # its few-shot config: GPA 45/5 for these five datasets, 30/30 for the others
+    cfg = "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"
+    return cfg + "_gpa45" if dataset in PROMPTSRC_GPA45 else cfg
+
+
+#: script folder -> trainer
+TRAINERS: Dict[str, Trainer] = {
+    "zsclip": Trainer("ZeroshotCLIP", "CoOp", _always("vit_b16"), _always("vit_b16"),
+                      _always("vit_b16"), zeroshot=True),
+    "coop": Trainer("CoOp", "CoOp", _coop_base2new, _coop_few_shot,
+                    _always("vit_b16_ep50_ctxv1")),
+    "cocoop": Trainer("CoCoOp", "CoCoOp", *[_always("vit_b16_c4_ep10_batch1_ctxv1")] * 3),
+    "kgcoop": Trainer("KgCoOp", "KgCoOp", *[_always("vit_b16_ep100_ctxv1")] * 3),
+    "maple": Trainer("MaPLe", "MaPLe", _always("vit_b16_c2_ep5_batch4_2ctx"),
+                     _always("vit_b16_c2_ep5_batch4_2ctx"),
+                     _always("vit_b16_c2_ep5_batch4_2ctx_cross_datasets")),
+    "ivlp": Trainer("IVLP", "IVLP", *[_always("vit_b16_c2_ep5_batch4_2+2ctx")] * 3),
+    "promptsrc": Trainer("PromptSRC", "PromptSRC", _always("vit_b16_c2_ep20_batch4_4+4ctx"),
+                         _promptsrc_few_shot,
+                         _always("vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets")),
+}
+
+
+def trainer_entry(name: str) -> Trainer:
+    """A trainer by script folder (``coop``) or registered name (``CoOp``)."""
+    if name in TRAINERS:
+        return TRAINERS[name]
+    for entry in TRAINERS.values():
+        if entry.name == name:
+            return entry
+    raise ProtocolError(f"unknown trainer {name!r}; one of {', '.join(TRAINERS)} "
+                        f"(or {', '.join(t.name for t in TRAINERS.values())})")
+
+
+def default_config(trainer: str, protocol: str, dataset: str = "", shots: int = DEFAULT_SHOTS):
+    entry = trainer_entry(trainer)
+    group = {"base2new_train": "base2new", "base2new_test": "base2new", "few_shot": "few_shot",
+             "xd_train": "xd", "xd_test": "xd", "dg_test": "xd"}[protocol]
+    return getattr(entry, group)(dataset, int(shots))
+
+
+# ---------------------------------------------------------------------------------------
+# Runs: key -> folders
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    """One base-to-novel grid point."""
+    trainer: str
+    cfg: str
+    dataset: str
+    shots: int
+    seed: int
+
+    def relpath(self) -> str:
+        return os.path.join(self.dataset, f"shots_{self.shots}", self.trainer, self.cfg,
+                            f"seed{self.seed}")
+
+    def __str__(self) -> str:
+        return f"{self.trainer}/{self.cfg} {self.dataset} shots_{self.shots} seed{self.seed}"
+
+
+BASE2NEW_SPLITS = ("train_base", "test_new", "test_base")
+
+
+def base2new_dirs(output_root: str, key: RunKey) -> dict:
+    """Run folders of one base-to-novel point: train_base, test_new (and test_base, where
+    the CPU benchmark evaluates the base classes)."""
+    return {split: os.path.join(output_root, "base2new", split, key.relpath())
+            for split in BASE2NEW_SPLITS}
+
+
+_SHOTS_RE = re.compile(r"^shots_(\d+)$")
+_SEED_RE = re.compile(r"^seed(\d+)$")
+
+
+def _subdirs(path: str) -> List[str]:
+    try:
+        return sorted(n for n in os.listdir(path)
+                      if not n.startswith(".") and os.path.isdir(os.path.join(path, n)))
+    except FileNotFoundError:
+        return []
+
+
+def find_run_keys(split_root: str) -> List[RunKey]:
+    """Every ``<DATASET>/shots_<K>/<TRAINER>/<CFG>/seed<S>`` folder under ``split_root`` (a
+    base2new split) that holds a log file, finished or not."""
+    keys = []
+    for ds in _subdirs(split_root):
+        for shots_dir in _subdirs(os.path.join(split_root, ds)):
+            m_shots = _SHOTS_RE.match(shots_dir)
+            if not m_shots:
+                continue
+            for trainer in _subdirs(os.path.join(split_root, ds, shots_dir)):
+                for cfg in _subdirs(os.path.join(split_root, ds, shots_dir, trainer)):
+                    cfg_dir = os.path.join(split_root, ds, shots_dir, trainer, cfg)
+                    for seed_dir in _subdirs(cfg_dir):
+                        m_seed = _SEED_RE.match(seed_dir)
+                        if m_seed and log_files(os.path.join(cfg_dir, seed_dir)):
+                            keys.append(RunKey(trainer, cfg, ds, int(m_shots.group(1)),
+                                               int(m_seed.group(1))))
+    return sorted(keys)
+
+
+def few_shot_dir(output_root, trainer, cfg, dataset, shots, seed):
+    return os.path.join(output_root, dataset, trainer, f"{cfg}_{shots}shots", f"seed{seed}")
+
+
+def transfer_dir(output_root, trainer, cfg, shots, dataset, seed):
+    return os.path.join(output_root, "evaluation", trainer, f"{cfg}_{shots}shots", dataset,
+                        f"seed{seed}")
+
+
+# ---------------------------------------------------------------------------------------
+# Steps: folders -> train.py arguments
+
+
+class ProtocolError(Exception):
+    """Bad arguments or missing inputs: one ERROR line."""
+
+
+@dataclass
+class Step:
+    """One train.py run: its output folder, its arguments, and the training it evaluates."""
+    out_dir: str
+    args: List[str]
+    model_dir: Optional[str] = None  # a training that must have finished first
+    requires: str = ""  # the command that makes that training
+
+    def command(self, python=None) -> List[str]:
+        return [python or sys.executable, "train.py", "--output-dir", self.out_dir, *self.args]
+
+
+def trainer_config(entry: Trainer, cfg: str) -> str:
+    path = os.path.join("configs", "trainers", entry.config_dir, f"{cfg}.yaml")
+    if not os.path.isfile(os.path.join(REPO, path)):
+        folder = os.path.join(REPO, "configs", "trainers", entry.config_dir)
+        names = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")) \
+            if os.path.isdir(folder) else []
+        raise ProtocolError(f"no config {path}. Configs of {entry.config_dir}: {' '.join(names)}")
+    return path
+
+
+def dataset_config(dataset: str) -> str:
+    path = os.path.join("configs", "datasets", f"{dataset}.yaml")
+    if not os.path.isfile(os.path.join(REPO, path)):
+        names = sorted(f[:-5] for f in os.listdir(os.path.join(REPO, "configs", "datasets"))
+                       if f.endswith(".yaml"))
+        raise ProtocolError(f"no dataset config {path}. Datasets: {' '.join(names)}")
+    return path
+
+
+def load_epoch(config_path: str) -> int:
+    """The epoch an evaluation loads: the config's last (OPTIM.MAX_EPOCH)."""
+    from tools.config_value import config_value
+
+    return int(config_value(os.path.join(REPO, config_path), "OPTIM.MAX_EPOCH"))
+
+
+def _common(entry, cfg_path, dataset, seed, root):
+    return ["--root", root, "--seed", str(seed), "--trainer", entry.name,
+            "--dataset-config-file", dataset_config(dataset), "--config-file", cfg_path]
+
+
+def base2new_steps(trainer, cfg, dataset, seed, output, root, shots=DEFAULT_SHOTS,
+                   test_base=False, load_epoch_arg=None, opts=()) -> List[Step]:
+    """Train on the base classes, then evaluate on the novel ones (and, with ``test_base``,
+    on the base ones too, into test_base). ``opts``: KEY VALUE config options appended to
+    every step. The evaluations load the last epoch: ``load_epoch_arg``, else OPTIM.MAX_EPOCH
+    of ``opts``, else the config's."""
+    opts = [str(o) for o in opts]
+    if load_epoch_arg is None:
+        given = dict(zip(opts[::2], opts[1::2]))
+        load_epoch_arg = given.get("OPTIM.MAX_EPOCH")
+    entry = trainer_entry(trainer)
+    cfg_path = trainer_config(entry, cfg)
+    dirs = base2new_dirs(output, RunKey(entry.name, cfg, dataset, int(shots), int(seed)))
+    common = _common(entry, cfg_path, dataset, seed, root)
+    zeroshot = ["--eval-only"] if entry.zeroshot else []
+    train = Step(dirs["train_base"], [*common, *zeroshot, "DATASET.NUM_SHOTS", str(shots),
+                                      "DATASET.SUBSAMPLE_CLASSES", "base", *opts])
+    steps = [train]
+    for split, classes in (("test_new", "new"), ("test_base", "base")):
+        if split == "test_base" and not test_base:
+            continue
+        epoch = load_epoch_arg if load_epoch_arg is not None else load_epoch(cfg_path)
+        load = [] if entry.zeroshot else [
+            "--model-dir", dirs["train_base"], "--load-epoch", str(epoch)]
+        steps.append(Step(dirs[split], [*common, *load, "--eval-only", "DATASET.NUM_SHOTS",
+                                        str(shots), "DATASET.SUBSAMPLE_CLASSES", classes, *opts],
+                          model_dir=None if entry.zeroshot else dirs["train_base"],
+                          requires=f"base2new_train.sh {dataset} {seed} {cfg}"))
+    return steps
+
+
+def few_shot_step(trainer, cfg, dataset, shots, seed, output, root) -> Step:
+    entry = trainer_entry(trainer)
+    cfg_path = trainer_config(entry, cfg)
+    zeroshot = ["--eval-only"] if entry.zeroshot else []
+    return Step(few_shot_dir(output, entry.name, cfg, dataset, shots, seed),
+                [*_common(entry, cfg_path, dataset, seed, root), *zeroshot,
+                 "DATASET.NUM_SHOTS", str(shots)])
+
+
+def transfer_steps(trainer, cfg, targets, seed, output, root, shots=DEFAULT_SHOTS) -> List[Step]:
+    """The XD_SOURCE model (xd_train) evaluated on each target dataset."""
+    entry = trainer_entry(trainer)
+    cfg_path = trainer_config(entry, cfg)
+    model_dir = few_shot_dir(output, entry.name, cfg, XD_SOURCE, shots, seed)
+    steps = []
+    for dataset in targets:
+        load = [] if entry.zeroshot else [
+            "--model-dir", model_dir, "--load-epoch", str(load_epoch(cfg_path))]
+        steps.append(Step(transfer_dir(output, entry.name, cfg, shots, dataset, seed),
+                          [*_common(entry, cfg_path, dataset, seed, root), *load, "--eval-only"],
+                          model_dir=None if entry.zeroshot else model_dir,
+                          requires=f"xd_train.sh {seed} {cfg}"))
+    return steps
+
+
+def steps_for(protocol, trainer, positionals, cfg, output, root, shots=DEFAULT_SHOTS):
+    """The steps of one script call (``positionals`` as the script takes them)."""
+    if protocol in ("base2new_train", "base2new_test"):
+        dataset, seed = positionals
+        cfg = cfg or default_config(trainer, protocol, dataset, shots)
+        train, test = base2new_steps(trainer, cfg, dataset, seed, output, root, shots)
+        return [train] if protocol == "base2new_train" else [test]
+    if protocol == "few_shot":
+        dataset, k, seed = positionals
+        cfg = cfg or default_config(trainer, protocol, dataset, int(k))
+        return [few_shot_step(trainer, cfg, dataset, int(k), seed, output, root)]
+    if protocol == "xd_train":
+        (seed,) = positionals
+        cfg = cfg or default_config(trainer, protocol, XD_SOURCE, shots)
+        return [few_shot_step(trainer, cfg, XD_SOURCE, shots, seed, output, root)]
+    if protocol in ("xd_test", "dg_test"):
+        dataset, seed = positionals
+        everything = XD_TARGETS if protocol == "xd_test" else DG_TARGETS
+        cfg = cfg or default_config(trainer, protocol, XD_SOURCE, shots)
+        return transfer_steps(trainer, cfg, everything if dataset == "all" else [dataset],
+                              seed, output, root, shots)
+    raise ProtocolError(f"unknown protocol {protocol!r}; one of {', '.join(PROTOCOLS)}")
+
+
+USAGE = {"base2new_train": "DATASET SEED [CFG]", "base2new_test": "DATASET SEED [CFG]",
+         "few_shot": "DATASET SHOTS SEED [CFG]", "xd_train": "SEED [CFG]",
+         "xd_test": "DATASET|all SEED [CFG]", "dg_test": "DATASET|all SEED [CFG]"}
+
+
+# ---------------------------------------------------------------------------------------
+# Running a script's steps
+
+
+def run_step(step: Step, python=None, dry_run=False, echo=print) -> str:
+    """Skip a finished run, say when one resumes, run train.py. Returns skipped/ran/printed."""
+    if run_finished(step.out_dir):
+        echo(f"The results exist in {step.out_dir}: skip this job (finished)")
+        return "skipped"
+    logs = os.path.isdir(step.out_dir) and any(
+        n.startswith("log.txt") for n in os.listdir(step.out_dir))
+    echo(f"Resume the unfinished run in {step.out_dir}" if logs
+         else f"Run this job and save the output to {step.out_dir}")
+    cmd = step.command(python)
+    if dry_run:
+        echo(shlex.join(cmd))
+        return "printed"
+    if step.model_dir and not run_finished(step.model_dir):
+        raise ProtocolError(f"no finished training in {step.model_dir}; run {step.requires} first")
+    rc = subprocess.run(cmd, cwd=REPO).returncode
+    if rc != 0:
+        raise SystemExit(rc)  # train.py has printed its own ERROR line
+    return "ran"
+
+
+def _data_root(data: Optional[str], caller: str) -> str:
+    if not data:
+        raise ProtocolError("no dataset root: set DATA=/path/to/datasets or pass --root "
+                            "/path/to/datasets")
+    root = os.path.abspath(os.path.join(caller, os.path.expanduser(data)))
+    if not os.path.isdir(root):
+        raise ProtocolError(f"dataset root {root} does not exist (from DATA or --root)")
+    return root
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2 or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if args[:1] in (["-h"], ["--help"]) else 2
+    protocol, trainer, rest = args[0], args[1], args[2:]
+    if protocol == "folder":  # the scripts/ folder of a registered trainer (the demo's lookup)
+        folders = [d for d, e in TRAINERS.items() if trainer in (d, e.name)]
+        if not folders:
+            print(f"ERROR: no scripts/*/ folder for TRAINER={trainer}", file=sys.stderr)
+            return 1
+        print(folders[0])
+        return 0
+    caller = os.getcwd()
+    try:
+        entry = trainer_entry(trainer)
+        if protocol not in PROTOCOLS:
+            raise ProtocolError(f"unknown protocol {protocol!r}; one of {', '.join(PROTOCOLS)}")
+        usage = f"usage: scripts/{trainer}/{protocol}.sh [--root DATA_DIR] {USAGE[protocol]}"
+        data, positionals = os.environ.get("DATA"), []
+        while rest:
+            arg = rest.pop(0)
+            if arg == "--root":
+                if not rest:
+                    raise ProtocolError("--root needs a directory")
+                data = rest.pop(0)
+            elif arg.startswith("--root="):
+                data = arg.split("=", 1)[1]
+            elif arg in ("-h", "--help"):
+                print(usage)
+                return 0
+            elif arg.startswith("-"):
+                raise ProtocolError(f"unknown option {arg} ({usage})")
+            else:
+                positionals.append(arg)
+        n = len(USAGE[protocol].split()) - 1  # without [CFG]
+        if not n <= len(positionals) <= n + 1:
+            print(usage, file=sys.stderr)
+            return 2
+        cfg = positionals[n][:-5] if positionals[n:] and positionals[n].endswith(".yaml") \
+            else (positionals[n] if positionals[n:] else None)
+        output = os.path.abspath(os.path.join(caller, os.environ.get("OUTPUT") or "output"))
+        shots = int(os.environ.get("SHOTS") or DEFAULT_SHOTS)
+        os.chdir(REPO)
+        steps = steps_for(protocol, entry.name, positionals[:n], cfg, output, "", shots)
+        dry_run = os.environ.get("DRY_RUN") == "1"
+        root = None
+        for step in steps:
+            if run_finished(step.out_dir):
+                run_step(step)
+                continue
+            root = root or _data_root(data, caller)
+            step.args[step.args.index("--root") + 1] = root
+            run_step(step, python=os.environ.get("PYTHON"), dry_run=dry_run)
+    except ProtocolError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
