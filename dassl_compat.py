@@ -10,9 +10,9 @@ requires upstream Dassl.
 
 A few pieces always come from the built-in engine, whichever engine runs,
 because upstream's versions break on torch >= 2.6/2.7: the LR scheduler
-(upstream passes the removed ``verbose`` argument) and checkpoint I/O
-(upstream pickles scheduler objects that ``torch.load(weights_only=True)``
-refuses).
+(upstream passes the removed ``verbose`` argument) and checkpoint I/O, the
+files and a trainer's save / resume / load (upstream pickles scheduler
+objects that ``torch.load(weights_only=True)`` refuses).
 """
 import importlib.util
 import os
@@ -90,7 +90,10 @@ else:
 # Always ours, whichever engine runs (see the module docstring).
 from builtin_dassl.checkpoint import (  # noqa: E402
     load_checkpoint,
+    load_models,
     load_pretrained_weights,
+    resume_models,
     save_checkpoint,
+    save_models,
 )
 from builtin_dassl.optim import build_lr_scheduler, build_optimizer  # noqa: E402

@@ -13,6 +13,7 @@ import sys
 import torch
 
 import datasets  # noqa: F401  (registers the datasets)
+import run_folder
 import trainers  # noqa: F401  (registers the trainers)
 from dassl_compat import (
     DATASET_REGISTRY,
@@ -148,6 +149,15 @@ def check_cfg(cfg):
 def main(args):
     cfg = setup_cfg(args)
     check_cfg(cfg)
+    if not cfg.OUTPUT_DIR:
+        return run(args, cfg)
+    with run_folder.lock(cfg.OUTPUT_DIR):  # one writer per output folder
+        if not args.eval_only and not args.no_train:
+            run_folder.check_identity(cfg.OUTPUT_DIR, cfg)  # never continue another run
+        return run(args, cfg)
+
+
+def run(args, cfg):
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)

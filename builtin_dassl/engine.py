@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from errors import TrainingDiverged
 
-from .checkpoint import CheckpointNotFoundError, load_checkpoint, resume_from_checkpoint, save_checkpoint
+from .checkpoint import load_models, resume_models, save_models
 from .data import DataManager
 from .evaluation import build_evaluator
 from .utils import AverageMeter, MetricMeter, Registry, check_availability, mkdir_if_missing, tolist_if_not
@@ -62,58 +62,15 @@ class TrainerBase:
         return names
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        for name in self.get_model_names():
-            optim, sched = self._optims[name], self._scheds[name]
-            save_checkpoint(
-                {
-                    "state_dict": self._models[name].state_dict(),
-                    "epoch": epoch + 1,
-                    "optimizer": optim.state_dict() if optim is not None else None,
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "val_result": val_result,
-                },
-                osp.join(directory, name),
-                is_best=is_best,
-                model_name=model_name,
-            )
+        save_models(self, epoch, directory, is_best, val_result, model_name)
 
     def resume_model_if_exist(self, directory):
-        """Resume every registered model from ``<directory>/<name>/checkpoint``;
-        return the epoch to start from (0 if any is missing)."""
-        names = self.get_model_names()
-        if not names or any(
-            not osp.exists(osp.join(directory, name, "checkpoint")) for name in names
-        ):
-            print("No checkpoint found, train from scratch")
-            return 0
-        print(f"Found checkpoint at {directory} (will resume training)")
-        for name in names:
-            start_epoch = resume_from_checkpoint(
-                osp.join(directory, name), self._models[name],
-                self._optims[name], self._scheds[name],
-            )
-        return start_epoch
+        """Resume every registered model from the newest epoch all of them have under
+        ``<directory>/<name>/``; return the epoch to start from (0 if none)."""
+        return resume_models(self, directory)
 
     def load_model(self, directory, epoch=None):
-        if not directory:
-            print(
-                "Note that load_model() is skipped as no pretrained "
-                "model is given (ignore this if it's done on purpose)"
-            )
-            return
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-        for name in self.get_model_names():
-            model_path = osp.join(directory, name, model_file)
-            if not osp.exists(model_path):
-                raise CheckpointNotFoundError(f"No model at {model_path}")
-            checkpoint = load_checkpoint(model_path)
-            val_result = checkpoint.get("val_result")
-            val_str = "None" if val_result is None else f"{val_result:.1f}"
-            print(
-                f"Load {model_path} to {name} "
-                f"(epoch={checkpoint['epoch']}, val_result={val_str})"
-            )
-            self._models[name].load_state_dict(checkpoint["state_dict"])
+        load_models(self, directory, epoch)
 
     def set_model_mode(self, mode="train", names=None):
         for name in self.get_model_names(names):

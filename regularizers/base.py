@@ -108,12 +108,14 @@ class FrozenCLIP:
 class RegularizerContext:
     """What a regularizer is built for: the towers the trainer's prompts change (a regularizer
     acts on these only), the number of prompted layers, the joint embedding width, and in a
-    real run the frozen CLIP (None in unit tests, where features are handed in)."""
+    real run the frozen CLIP (None in unit tests, where features are handed in), and the
+    training batch size."""
 
     towers: Sequence[str] = ("text",)
     prompt_depth: int = 1
     embed_dim: Optional[int] = None
     frozen: Optional[FrozenCLIP] = None
+    batch_size: Optional[int] = None  # DATALOADER.TRAIN_X.BATCH_SIZE (None: unknown)
 
     def __post_init__(self):
         self.towers = tuple(self.towers)
@@ -220,7 +222,7 @@ def regularization_loss(regularizers, feats):
 
 
 def build_regularizers(cfg, embed_dim=None, towers=("text",), prompt_depth=1, frozen=None,
-                       provides=None, trainer="this trainer"):
+                       provides=None, trainer="this trainer", batch_size=None):
     """The regularizers switched on in ``cfg`` ([] when all are off), in registration order.
 
     ``embed_dim``: width d of the joint embedding. ``towers``: the towers the trainer's prompts
@@ -228,7 +230,7 @@ def build_regularizers(cfg, embed_dim=None, towers=("text",), prompt_depth=1, fr
     run. ``provides``: the FeatureSets fields the trainer can fill; a regularizer that needs
     others is refused by name.
     """
-    context = RegularizerContext(towers, prompt_depth, embed_dim, frozen)
+    context = RegularizerContext(towers, prompt_depth, embed_dim, frozen, batch_size)
     regs = [REGULARIZERS[node][0](cfg[node], context) for node in enabled_nodes(cfg)]
     if provides is not None:
         for reg in regs:

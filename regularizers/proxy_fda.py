@@ -45,6 +45,14 @@ class ProxyFDA(Regularizer):
         if int(node.K) < 1 or float(node.TAU) <= 0:
             raise ConfigError(f"PROXYFDA.K must be >= 1 and TAU > 0, got {node.K}, {node.TAU}.")
         self.needs = frozenset(f for s in self.weights for f in (s, s + "_frozen"))
+        batch = int(node.SAMPLER.NUM_CLASSES) * int(node.SAMPLER.NUM_IMAGES) \
+            if node.SAMPLER.ENABLE else context.batch_size
+        if "image" in self.weights and batch is not None and batch < 3:
+            # a set of N has a kNN graph only for N >= 3: the loss would be 0 at every step
+            raise ConfigError(
+                f"PROXYFDA.IMAGE_WEIGHT acts on the images of a batch, and a batch of {batch} "
+                f"has no kNN graph (it needs 3 or more): set DATALOADER.TRAIN_X.BATCH_SIZE to "
+                f"3 or more, turn on PROXYFDA.SAMPLER, or set PROXYFDA.IMAGE_WEIGHT 0.")
         self.options = dict(
             k=int(node.K), tau=float(node.TAU), threshold=node.THRESHOLD,
             threshold_value=float(node.THRESHOLD_VALUE), neg_weight=node.NEG_WEIGHT,

@@ -20,11 +20,7 @@ cross-entropy on the CLIP logits, ``step_loss``. Everything else is here, once:
 * evaluation encodes the class text features once per evaluation.
 """
 import contextlib
-import os
-import os.path as osp
-import random
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -36,36 +32,16 @@ from dassl_compat import (
     build_lr_scheduler,
     build_optimizer,
     compute_accuracy,
-    load_checkpoint,
+    load_models,
     load_pretrained_weights,
-    save_checkpoint,
+    resume_models,
+    save_models,
 )
 from datasets import dataset_template
-from errors import ConfigError, TrainingDiverged, UserError
+from errors import ConfigError, TrainingDiverged
 from regularizers import FeatureSets, FrozenCLIP, build_regularizers, regularization_loss
 
 from .models import ForwardHooks, StepLoss
-
-
-def _rng_state():
-    np_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state):
-    random.setstate(state["python"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def with_batch_sampler(loader, batch_sampler):
@@ -111,6 +87,8 @@ class PromptTrainer(TrainerX):
             raise ConfigError(
                 f"TRAINER.{self.METHOD_NODE}.PREC must be fp16, fp32 or amp, got {prec!r}."
             )
+        if cfg.OPTIM.MAX_EPOCH < 1:  # it would "finish" at once and test untrained prompts
+            raise ConfigError(f"OPTIM.MAX_EPOCH must be >= 1, got {cfg.OPTIM.MAX_EPOCH}.")
 
     # ----------------------------------------------------------------- model
     def build_custom_clip(self, cfg, classnames, backbone):
@@ -147,7 +125,7 @@ class PromptTrainer(TrainerX):
         regs = build_regularizers(
             self.cfg, embed_dim=backbone.embed_dim, towers=self.prompted_towers(),
             prompt_depth=self.prompt_depth(), frozen=frozen, provides=self.provides(),
-            trainer=type(self).__name__)
+            trainer=type(self).__name__, batch_size=self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
         self.regularizers = nn.ModuleList(regs).to(self.device)
         self.regularizer_names = []
         if not regs:
@@ -301,78 +279,14 @@ class PromptTrainer(TrainerX):
     def load_extra_checkpoint_state(self, state):
         pass
 
+    # Ours under either engine (upstream Dassl's pickles what torch >= 2.6 will not load).
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        for name in self.get_model_names():
-            optim, sched = self._optims[name], self._scheds[name]
-            save_checkpoint(
-                {
-                    "state_dict": self._models[name].state_dict(),
-                    "epoch": epoch + 1,
-                    "optimizer": optim.state_dict() if optim is not None else None,
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "val_result": val_result,
-                    "rng_state": _rng_state(),
-                    "extra": self.extra_checkpoint_state(),
-                },
-                osp.join(directory, name),
-                is_best=is_best,
-                model_name=model_name,
-            )
+        save_models(self, epoch, directory, is_best, val_result, model_name)
 
     def resume_model_if_exist(self, directory):
-        names = self.get_model_names()
-        pointers = [osp.join(directory, name, "checkpoint") for name in names]
-        if not all(osp.isfile(p) for p in pointers):
-            print("No checkpoint found, train from scratch")
-            return 0
-        print(f"Found checkpoint at {directory} (will resume training)")
-        start_epoch = 0
-        for name, pointer in zip(names, pointers):
-            with open(pointer) as f:
-                fpath = osp.join(osp.dirname(pointer), f.readline().strip())
-            ckpt = load_checkpoint(fpath)
-            self._models[name].load_state_dict(ckpt["state_dict"])
-            print(f"Loaded model weights from {fpath}")
-            if self._optims[name] is not None and ckpt.get("optimizer") is not None:
-                self._optims[name].load_state_dict(ckpt["optimizer"])
-                print("Loaded optimizer")
-            if self._scheds[name] is not None and ckpt.get("scheduler") is not None:
-                self._scheds[name].load_state_dict(ckpt["scheduler"])
-                print("Loaded scheduler")
-            start_epoch = ckpt["epoch"]
-            print(f"Previous epoch: {start_epoch}")
-            self.load_extra_checkpoint_state(ckpt.get("extra") or {})
-            if ckpt.get("rng_state") is not None:
-                _set_rng_state(ckpt["rng_state"])
-        return start_epoch
+        return resume_models(self, directory)
 
     def load_model(self, directory, epoch=None):
-        if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given "
-                  "(ignore this if it's done on purpose)")
-            return
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         # The regularizers (and Proxy-FDA's generator) play no part in inference.
-        for name in [n for n in self.get_model_names() if n not in self.regularizer_names]:
-            path = osp.join(directory, name, model_file)
-            if not osp.exists(path):
-                folder = osp.join(directory, name)
-                found = sorted(f for f in (os.listdir(folder) if osp.isdir(folder) else [])
-                               if f.startswith("model"))
-                raise UserError(
-                    f"No model at {path}. Check --model-dir and --load-epoch "
-                    f"(files found there: {found or 'none'})."
-                )
-            ckpt = load_checkpoint(path)
-            val = ckpt.get("val_result")
-            print(f"Load {path} to {name} (epoch={ckpt['epoch']}, "
-                  f"val_result={'None' if val is None else f'{val:.1f}'})")
-            try:
-                self._models[name].load_state_dict(ckpt["state_dict"])
-            except RuntimeError as exc:
-                raise UserError(
-                    f"The checkpoint {path} does not fit this model: "
-                    f"{str(exc).splitlines()[0]} ... (were the trainer config and "
-                    f"class-specific options the same as in training?)"
-                ) from None
-            self.load_extra_checkpoint_state(ckpt.get("extra") or {})
+        load_models(self, directory, epoch,
+                    [n for n in self.get_model_names() if n not in self.regularizer_names])
