@@ -21,11 +21,7 @@ from .stanford_cars import StanfordCars
 from .sun397 import SUN397
 from .ucf101 import UCF101
 
-BASE_TO_NOVEL = (
-    ImageNet, Caltech101, OxfordPets, StanfordCars, OxfordFlowers, Food101,
-    FGVCAircraft, SUN397, DescribableTextures, EuroSAT, UCF101,
-)
-DOMAIN_GENERALIZATION = (ImageNetV2, ImageNetSketch, ImageNetA, ImageNetR)
+# The protocols' dataset lists are in tools/protocol.py.
 
 
 def add_dataset_config(cfg):

@@ -9,7 +9,7 @@ For a set of N features, fine-tuned Z and pre-trained (frozen) Z^, both L2-norma
 
 A positive weight pulls z_j above the boundary tau * b_i, a negative one pushes it below, so the
 loss keeps neighbourhoods (relations), not positions. The threshold b_i and the negative weights
-are our reconstruction (SPEC, "Proxy-FDA as this project implements it").
+are our reconstruction (docs/DESIGN.md, "Proxy-FDA as we implement it").
 
 Everything is computed in float32, whatever the trainer's precision.
 """

@@ -1,6 +1,6 @@
 """Proxies for FDA: synthetic set members that densify each anchor's neighbourhood boundary.
 
-All of this is our reconstruction (the paper's code is not public; reference/methods.md §1.5):
+All of this is our reconstruction (the paper's code is not public; docs/DESIGN.md, section 7):
 
 * The generator G sees each anchor's other set members in pre-trained rank order (the first K
   are its neighbours R_i, the rest its negatives). Per member it builds features from a low-rank

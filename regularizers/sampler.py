@@ -1,5 +1,5 @@
-"""Similar-class batches for the image set of Proxy-FDA (hard class mining, reference/methods.md
-§1.4): each batch holds m classes that are similar under frozen text features, n images each.
+"""Similar-class batches for the image set of Proxy-FDA (the paper's hard class mining): each
+batch holds m classes that are similar under frozen text features, n images each.
 
 Per batch, a seed class is taken in turn from a random permutation of the classes, and joined
 by its m - 1 most similar classes. A class with fewer than n images contributes all of them plus

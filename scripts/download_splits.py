@@ -1,7 +1,10 @@
 """Fetch the published split files (and class-name files) into each dataset's folder.
 
     python scripts/download_splits.py --root DATA                 # every dataset
-    python scripts/download_splits.py --root DATA --dataset OxfordPets EuroSAT
+    python scripts/download_splits.py --root DATA --dataset oxford_pets EuroSAT
+
+A dataset is named by its config file (``oxford_pets``, as the scripts take it) or its class
+(``OxfordPets``).
 
 Files come from the Google Drive ids CoOp's DATASETS.md publishes (see each
 dataset class's ``downloads``) and land in ``DATA/<dataset folder>/``; files
@@ -22,21 +25,42 @@ def url(drive_id):
     return f"https://drive.google.com/uc?id={drive_id}"
 
 
+def datasets_with_downloads():
+    """Config-file name -> registered dataset class, for every dataset with files to fetch."""
+    import yaml
+
+    from dassl_compat import DATASET_REGISTRY
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "configs", "datasets")
+    table = {}
+    for name in sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")):
+        with open(os.path.join(folder, name + ".yaml")) as f:
+            cls = DATASET_REGISTRY.get(yaml.safe_load(f)["DATASET"]["NAME"])
+        if getattr(cls, "downloads", None):
+            table[name] = cls
+    return table
+
+
 def targets(root, names):
-    table = {cls.__name__: cls for cls in datasets.BASE_TO_NOVEL + datasets.DOMAIN_GENERALIZATION}
-    unknown = [n for n in names if n not in table]
+    table = datasets_with_downloads()
+    by_class = {cls.__name__: name for name, cls in table.items()}
+    chosen = [by_class.get(n, n) for n in names]
+    unknown = [n for n, c in zip(names, chosen) if c not in table]
     if unknown:
-        raise SystemExit(f"Unknown dataset(s) {', '.join(unknown)}; choose from {', '.join(table)}.")
-    for name in names or table:
+        raise SystemExit(f"Unknown dataset(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(table)} (or their class names).")
+    for name in chosen or table:
         cls = table[name]
         for filename, drive_id in cls.downloads.items():
-            yield name, os.path.join(root, cls.dataset_dir, filename), drive_id
+            yield cls.__name__, os.path.join(root, cls.dataset_dir, filename), drive_id
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", required=True, help="the DATASET.ROOT folder")
-    p.add_argument("--dataset", nargs="*", default=[], help="dataset names (default: all)")
+    p.add_argument("--dataset", nargs="*", default=[],
+                   help="config-file or class names, e.g. oxford_pets (default: all)")
     p.add_argument("--force", action="store_true", help="download again even if the file exists")
     a = p.parse_args(argv)
 

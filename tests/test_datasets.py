@@ -590,3 +590,18 @@ def test_cache_writes_are_atomic(tmp_path):
     with open(path) as f:
         assert json.load(f) == {"train": [["a.png", 0, "a"]]}  # the old file, whole
     assert os.listdir(tmp_path) == ["shot_16-seed_1.json"]  # no temporary left behind
+
+
+def test_download_script_takes_config_and_class_names(tmp_path):
+    # DATASETS.md and the scripts name datasets by config file (oxford_pets); both work.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("download_splits", os.path.join("scripts", "download_splits.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    by_config = list(script.targets(str(tmp_path), ["oxford_pets"]))
+    assert by_config == list(script.targets(str(tmp_path), ["OxfordPets"]))
+    assert by_config and by_config[0][1].endswith("split_zhou_OxfordPets.json")
+    assert len({t[0] for t in script.targets(str(tmp_path), [])}) >= 14  # every dataset
+    with pytest.raises(SystemExit, match="oxford_petz"):
+        list(script.targets(str(tmp_path), ["oxford_petz"]))

@@ -8,7 +8,7 @@ Two uses:
   names its log as Dassl's ``setup_logger`` does (``log.txt``, then
   ``log.txt-YYYY-MM-DD-HH-MM-SS``), so the sweep launcher can be tried without trainers.
 
-The lines follow Dassl (peers.md §1.3, §1.7): ``epoch [e/E] batch [b/B] ...``,
+The lines follow Dassl 0.6.3's (TrainerX.run_epoch, the classification evaluator): ``epoch [e/E] batch [b/B] ...``,
 ``Finish training`` (older Dassl: ``Finished training``), ``Deploy the last-epoch model``,
 ``Evaluate on the *test* set``, ``=> result`` and the ``* total/correct/accuracy/error/
 macro_f1`` block.

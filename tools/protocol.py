@@ -166,10 +166,15 @@ class RunKey:
 BASE2NEW_SPLITS = ("train_base", "test_new", "test_base")
 
 
+def base2new_split_root(output_root: str, split: str) -> str:
+    """The folder that holds one split's runs (``OUTPUT/base2new/<split>``)."""
+    return os.path.join(output_root, "base2new", split)
+
+
 def base2new_dirs(output_root: str, key: RunKey) -> dict:
     """Run folders of one base-to-novel point: train_base, test_new (and test_base, where
     the CPU benchmark evaluates the base classes)."""
-    return {split: os.path.join(output_root, "base2new", split, key.relpath())
+    return {split: os.path.join(base2new_split_root(output_root, split), key.relpath())
             for split in BASE2NEW_SPLITS}
 
 

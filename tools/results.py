@@ -7,7 +7,7 @@ Usage:
 
 OUTPUT_ROOT is the directory that holds ``base2new/`` (the repo's ``output/``).
 
-How the numbers are made (SPEC.md "Evaluation protocol"):
+How the numbers are made (docs/DESIGN.md, section 9):
 * Base accuracy of a seed: the final test of its training log in ``train_base/`` (or, when
   that directory has no log, the eval-only log in ``test_base/``, as ``reproduce_*.sh``
   writes it). Novel accuracy: the eval-only log in ``test_new/``. See tools/logparse.py for
@@ -24,7 +24,7 @@ How the numbers are made (SPEC.md "Evaluation protocol"):
   ``ZeroshotCLIP``, or ``--zeroshot TRAINER/CFG``) on the same dataset(s) when present; for
   the average row, failing that, the published CLIP novel 74.22 if the row covers exactly
   the 11 datasets. The ``ΔNew ref`` column says which.
-* Published numbers (SPEC.md, CLIP ViT-B/16, 16 shots, 11-dataset averages) appear beside
+* Published numbers (CLIP ViT-B/16, 16 shots, 11-dataset averages, from the papers) appear beside
   our average row. A trainer maps to a published row by name (CoOp, CoCoOp, KgCoOp, MaPLe,
   PromptSRC, ZeroshotCLIP→CLIP), plus "+ Proxy-FDA" when its config name contains
   ``proxyfda``/``proxy_fda``/``pfda``; only for 16-shot runs on datasets of the 11, as the
@@ -53,9 +53,11 @@ if __package__ in (None, ""):
 
 from tools.logparse import log_files, read_run
 from tools.protocol import DATASETS as BASE2NEW_DATASETS
-from tools.protocol import RunKey, base2new_dirs, find_run_keys
+from tools.protocol import (BASE2NEW_SPLITS, RunKey, base2new_dirs, base2new_split_root,
+                            find_run_keys)
 
-# SPEC.md, "Published numbers (CLIP ViT-B/16, 16 shots, averages over 11 datasets)".
+# Published numbers: CLIP ViT-B/16, 16 shots, averages over the 11 datasets (the methods'
+# papers; CoOp and CLIP as the CoCoOp paper reports them; docs/DESIGN.md, section 9).
 PUBLISHED: Dict[str, Tuple[Optional[float], Optional[float], Optional[float]]] = {
     "CLIP": (69.34, 74.22, 71.70),
     "CoOp": (82.69, 63.22, 71.66),
@@ -188,10 +190,9 @@ def summarize(output_root: str, seeds: Optional[Sequence[int]] = None,
               trainers: Optional[Sequence[str]] = None,
               zeroshot: Optional[str] = None) -> Report:
     """Collect every base-to-novel run under ``output_root`` into per-dataset and average rows."""
-    b2n = os.path.join(output_root, "base2new")
     keys = set()
-    for split in ("train_base", "test_new", "test_base"):
-        keys.update(find_run_keys(os.path.join(b2n, split)))
+    for split in BASE2NEW_SPLITS:
+        keys.update(find_run_keys(base2new_split_root(output_root, split)))
 
     def selected(k: RunKey) -> bool:
         if not trainers:
@@ -250,7 +251,7 @@ def summarize(output_root: str, seeds: Optional[Sequence[int]] = None,
             if r.published:
                 r.pub_base, r.pub_novel, r.pub_hm = PUBLISHED[r.published]
     if rows and any(r.published for r in rows):
-        notes.append("Published numbers: SPEC.md, CLIP ViT-B/16, 16 shots, average over the "
+        notes.append("Published numbers: the papers, CLIP ViT-B/16, 16 shots, average over the "
                      "11 datasets; comparable only to a complete 11-dataset average.")
     rows.sort(key=lambda r: (r.method, r.dataset == AVERAGE, _dataset_order(r.dataset)))
     return Report(output_root, rows, missing, notes)
