@@ -1,20 +1,31 @@
-"""Every regularizer switched on from the config trains, checkpoints, resumes and
-evaluates with CoOp, MaPLe and PromptSRC (tiny backbone, built-in engine), and
-with all of them off the result is bitwise what it was before they existed."""
+"""Every registered regularizer switched on from the config trains, checkpoints, resumes and
+evaluates with every registered prompt trainer that provides what it needs, and is refused by
+name by one that does not (tiny backbone, built-in engine); with all of them off the result
+is bitwise what it was before they existed."""
+import glob
 import os.path as osp
 
 import pytest
 import torch
 
 import train
-from dassl_compat import build_trainer
+import trainers  # noqa: F401  (registers the trainers)
+from dassl_compat import TRAINER_REGISTRY, build_trainer
+from regularizers import REGULARIZERS as REGISTERED
 from tests.helpers.tiny import make_toy_dataset, run_train, train_args
+from trainers.base import PromptTrainer
 
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# every registered prompt trainer, with its tiny-backbone config
 TRAINERS = {
-    "CoOp": "configs/trainers/CoOp/tiny_ctxv1.yaml",
-    "MaPLe": "configs/trainers/MaPLe/tiny_2ctx.yaml",
-    "PromptSRC": "configs/trainers/PromptSRC/tiny_4+4ctx.yaml",
+    name: osp.relpath(sorted(glob.glob(osp.join(REPO, "configs", "trainers", name, "tiny_*.yaml")))[0],
+                      REPO)
+    for name in sorted(TRAINER_REGISTRY.registered_names())
+    if isinstance(TRAINER_REGISTRY.get(name), type)
+    and issubclass(TRAINER_REGISTRY.get(name), PromptTrainer)
+    and glob.glob(osp.join(REPO, "configs", "trainers", name, "tiny_*.yaml"))
 }
+# every registered regularizer, and plain FDA (Proxy-FDA without proxies)
 REGULARIZERS = {
     "ProxyFDA": ["PROXYFDA.ENABLE", "True"],
     "FDA": ["PROXYFDA.ENABLE", "True", "PROXYFDA.PROXY.ENABLE", "False"],
@@ -22,6 +33,8 @@ REGULARIZERS = {
     "PACE": ["PACE.ENABLE", "True"],
 }
 SUMMARY_ITEM = {"ProxyFDA": "proxy", "FDA": "fda_text", "LDIFS": "ldifs_text", "PACE": "pace"}
+assert {opts[0].split(".")[0] for opts in REGULARIZERS.values()} == set(REGISTERED)
+assert set(TRAINERS) == {"CoOp", "CoCoOp", "KgCoOp", "IVLP", "MaPLe", "PromptSRC"}
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +54,33 @@ class Interrupted(Exception):
     pass
 
 
+def provided(root, tmp_path, trainer, reg):
+    """Whether the trainer provides every FeatureSets field the regularizer needs, as the
+    trainer class and the regularizer class declare them."""
+    from regularizers import build_regularizers
+
+    args = train.build_parser().parse_args(train_args(
+        root, tmp_path, trainer=trainer, config=TRAINERS[trainer], extra=REGULARIZERS[reg]))
+    cfg = train.setup_cfg(args)
+    t = TRAINER_REGISTRY.get(trainer).__new__(TRAINER_REGISTRY.get(trainer))
+    t.cfg = cfg
+    (built,) = build_regularizers(cfg, embed_dim=8, towers=t.prompted_towers(),
+                                  prompt_depth=t.prompt_depth())
+    return set(built.needs) <= set(t.provides())
+
+
 @pytest.mark.parametrize("reg", REGULARIZERS)
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_regularizer_trains_checkpoints_resumes_and_evaluates(root, tmp_path, trainer, reg,
                                                               capsys):
+    from errors import ConfigError
+
     out = tmp_path / "run"
     extra = ["DATASET.SUBSAMPLE_CLASSES", "base", *REGULARIZERS[reg]]
+    if not provided(root, tmp_path / "p", trainer, reg):
+        with pytest.raises(ConfigError, match=f"does not apply to {trainer}"):
+            build(root, out, trainer, extra)
+        return
     first = build(root, out, trainer, extra)
     assert first.regularizers, "the config switch did not build the regularizer"
 
