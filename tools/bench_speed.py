@@ -263,7 +263,8 @@ def imagenet_step(threads):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="narrow model, a few minutes")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per side and case")
+    p.add_argument("--steps", type=int, default=3,
+                   help="timed steps per side and case (1 at 1000 classes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--cases", nargs="*", help="e.g. CoOp:100 MaPLe:10 (default: all)")
     p.add_argument("--out", help="also write the table (markdown) here")
@@ -284,8 +285,8 @@ def main(argv=None):
         for trainer, n, batch in cases:
             print(f"{trainer}, {n} classes, batch {batch} ...", file=sys.stderr, flush=True)
             # at full size the 1000-class baseline keeps tens of GB of activations
-            rows.append(measure(trainer, n, batch, weights, image_size, a.steps,
-                                baseline=a.quick or n < 1000))
+            rows.append(measure(trainer, n, batch, weights, image_size,
+                                1 if n >= 1000 else a.steps, baseline=a.quick or n < 1000))
             r = rows[-1]
             print(f"  step {r['step']:.2f}, activations {r['memory']:.2f}, logits {r['rel_err']:.1e}",
                   file=sys.stderr, flush=True)
