@@ -170,9 +170,11 @@ def start_log(output_dir):
     """Create the output folder and start its log, or one OutputDirError: a folder that
     cannot be made (a file in the way, no permission, a read-only or full disk) fails here,
     before anything is built, not with a traceback from the first write."""
+    # Dassl's setup_logger takes a path ending in .txt or .log as the log file itself.
+    folder = osp.dirname(output_dir) if output_dir.endswith((".txt", ".log")) else output_dir
     try:
-        if output_dir:
-            os.makedirs(output_dir, exist_ok=True)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
         setup_logger(output_dir)
     except OSError as exc:
         reason = exc.strerror or str(exc)
