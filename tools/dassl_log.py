@@ -45,7 +45,7 @@ def header(output_dir: str, seed: int, eval_only: bool, trainer: str = "CoOp",
     lines += [f"{k}: {v}" for k, v in sorted(args.items()) if v is not None]
     lines += ["************", "** Config **", "************", "DATASET:"]
     lines += [f"  NUM_SHOTS: {shots}"] if shots is not None else []
-    lines += [f"SEED: {seed}", "TRAINER:", f"  NAME: {trainer}"]
+    lines += [f"SEED: {seed}"] + (["TRAINER:", f"  NAME: {trainer}"] if trainer else [])
     return lines + ["Collecting env info ...", f"Loading trainer: {trainer}",
                     "Building transform_train"]
 
@@ -132,7 +132,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="after the first epoch's checkpoint, wait (at most 120 s) until FILE "
                         "exists: a run that is certainly in progress, for tests that stop it")
     p.add_argument("--record", help="append one line per invocation to this file")
-    p.add_argument("--trainer", default="CoOp")
+    p.add_argument("--trainer", help="logged, as the other run arguments below (unchecked "
+                                      "by the results tool when not given)")
     p.add_argument("--config-file")
     p.add_argument("--dataset-config-file")
     p.add_argument("opts", nargs="*", help="KEY VALUE config overrides (DATASET.NUM_SHOTS is "
