@@ -192,8 +192,8 @@ def _offline_unless_reachable(name, pretrained):
         return
     if hub:
         url = hf_constants.ENDPOINT
-    elif not url or osp.isfile(osp.join(openai_cache_dir(), osp.basename(url))):
-        yield None  # nothing to download, or open_clip's URL download is already cached
+    elif not url or osp.isfile(osp.join(osp.expanduser("~/.cache/clip"), osp.basename(url))):
+        yield None  # nothing to download, or already in open_clip's cache of URL downloads
         return
     reason = _unreachable(url)
     if reason is None:
