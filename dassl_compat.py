@@ -22,7 +22,8 @@ from errors import ConfigError
 _choice = os.environ.get("DASSL_ENGINE", "auto").strip().lower() or "auto"
 if _choice not in ("auto", "builtin", "dassl"):
     raise ConfigError(
-        f"DASSL_ENGINE={_choice!r} is not one of 'auto', 'builtin', 'dassl'."
+        f"DASSL_ENGINE={_choice!r} is not one of 'auto', 'builtin', 'dassl'. Set it to "
+        f"one of them, or unset it (auto: upstream Dassl if installed, else built-in)."
     )
 if _choice == "dassl" and importlib.util.find_spec("dassl") is None:
     raise ConfigError(

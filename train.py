@@ -7,27 +7,38 @@
 """
 import argparse
 import difflib
+import os
 import os.path as osp
 import sys
 
+from errors import ConfigError, DatasetError, OutputDirError, UserError
+
+try:
+    # dassl_compat checks DASSL_ENGINE when it is imported, which is before cli() and its
+    # handler; that check runs before torch is imported, so a bad value fails at once.
+    import datasets  # noqa: F401  (registers the datasets)
+    import trainers  # noqa: F401  (registers the trainers)
+    from dassl_compat import (
+        DATASET_REGISTRY,
+        ENGINE,
+        TRAINER_REGISTRY,
+        build_trainer,
+        collect_env_info,
+        get_cfg_default,
+        set_random_seed,
+        setup_logger,
+    )
+
+    import regularizers
+except UserError as exc:
+    if __name__ != "__main__":
+        raise
+    print(f"ERROR: {exc}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
 import torch
 
-import datasets  # noqa: F401  (registers the datasets)
 import run_folder
-import trainers  # noqa: F401  (registers the trainers)
-from dassl_compat import (
-    DATASET_REGISTRY,
-    ENGINE,
-    TRAINER_REGISTRY,
-    build_trainer,
-    collect_env_info,
-    get_cfg_default,
-    set_random_seed,
-    setup_logger,
-)
-from errors import ConfigError, DatasetError, UserError
-
-import regularizers
 
 
 def print_args(args, cfg):
@@ -132,7 +143,18 @@ def _check_name(kind, name, available, fix):
         )
 
 
+def _check_batch_sizes(cfg):
+    for loader in ("TRAIN_X", "TEST"):
+        size = cfg.DATALOADER[loader].BATCH_SIZE
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError(
+                f"DATALOADER.{loader}.BATCH_SIZE must be a positive integer, got {size!r}; "
+                f"set it in the config file or pass e.g. DATALOADER.{loader}.BATCH_SIZE 4."
+            )
+
+
 def check_cfg(cfg):
+    _check_batch_sizes(cfg)
     _check_name("trainer", cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names(),
                 "Pass one with --trainer.")
     _check_name("dataset", cfg.DATASET.NAME, DATASET_REGISTRY.registered_names(),
@@ -146,14 +168,46 @@ def check_cfg(cfg):
         )
 
 
+def output_folder(output_dir):
+    """The run's folder: Dassl's setup_logger takes a path ending in .txt or .log as the log
+    file itself, in its folder."""
+    return osp.dirname(output_dir) if output_dir.endswith((".txt", ".log")) else output_dir
+
+
+def _output_dir_error(output_dir, exc):
+    reason = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename and exc.filename != output_dir else ""
+    return OutputDirError(
+        f"Cannot create or write the output directory {output_dir}: {reason}{where}. "
+        f"Pass --output-dir with a folder you can write to."
+    )
+
+
+def start_log(output_dir):
+    """Create the output folder and start its log, or one OutputDirError: a folder that
+    cannot be made (a file in the way, no permission, a read-only or full disk) fails here,
+    before anything is built, not with a traceback from the first write."""
+    try:
+        if output_folder(output_dir):
+            os.makedirs(output_folder(output_dir), exist_ok=True)
+        setup_logger(output_dir)
+    except OSError as exc:
+        raise _output_dir_error(output_dir, exc) from None
+
+
 def main(args):
     cfg = setup_cfg(args)
     check_cfg(cfg)
-    if not cfg.OUTPUT_DIR:
+    folder = output_folder(cfg.OUTPUT_DIR)
+    if not folder:
         return run(args, cfg)
-    with run_folder.lock(cfg.OUTPUT_DIR):  # one writer per output folder
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise _output_dir_error(cfg.OUTPUT_DIR, exc) from None
+    with run_folder.lock(folder):  # one writer per output folder
         if not args.eval_only and not args.no_train:
-            run_folder.check_identity(cfg.OUTPUT_DIR, cfg)  # never continue another run
+            run_folder.check_identity(folder, cfg)  # never continue another run
         return run(args, cfg)
 
 
@@ -161,7 +215,7 @@ def run(args, cfg):
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+    start_log(cfg.OUTPUT_DIR)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print_args(args, cfg)

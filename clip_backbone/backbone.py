@@ -12,7 +12,7 @@ from open_clip.transformer import LayerNorm, LayerNormFp32
 from errors import ConfigError
 
 from .encoders import ImageEncoder, TextEncoder
-from .loading import get_tokenizer, load_clip
+from .loading import describe_weights, get_tokenizer, load_clip
 
 PRECISIONS = ("fp16", "fp32", "amp")
 
@@ -120,7 +120,7 @@ def build_backbone(cfg, device, precision):
     """Build from cfg.MODEL.BACKBONE and check cfg.INPUT.SIZE against the model."""
     name = cfg.MODEL.BACKBONE.NAME
     pretrained = cfg.MODEL.BACKBONE.get("PRETRAINED", "")
-    print(f"Loading CLIP (backbone: {name}{', ' + pretrained if pretrained else ''})")
+    print(f"Loading CLIP (backbone: {describe_weights(name, pretrained)})")
     model, model_name = load_clip(name, pretrained)
     node = cfg.MODEL.BACKBONE
     backbone = CLIPBackbone(model, get_tokenizer(model, model_name),

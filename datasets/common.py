@@ -16,6 +16,7 @@ reference code (CoOp's ``datasets/oxford_pets.py`` and Dassl's
 The few-shot cache is JSON with paths relative to the dataset folder, so it stays
 valid when the data root moves, and it needs neither pickle nor a Dassl module.
 """
+import hashlib
 import json
 import math
 import os
@@ -86,23 +87,56 @@ def require_file(path, name, how_to_get):
 
 def check_images(paths, name, source, image_dir):
     """Raise one error naming how many of ``paths`` are missing, and the first few."""
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        shown = "\n  ".join(missing[:_SHOW_MISSING])
-        more = f"\n  ... and {len(missing) - _SHOW_MISSING} more" if len(missing) > _SHOW_MISSING else ""
-        raise DatasetError(
-            f"{name}: {len(missing)} of {len(paths)} images named in {source} are missing, "
-            f"first ones:\n  {shown}{more}\nCheck that the images are extracted into "
-            f"{image_dir} as described in DATASETS.md."
-        )
+    check_image_groups({source: paths}, name, image_dir)
+
+
+def check_image_groups(groups, name, image_dir):
+    """One error for the missing images of every group (``{source: paths}``: the train, val
+    and test lists of a split), so that a partly extracted dataset is reported whole, not
+    one list per rerun."""
+    missing = {source: [p for p in paths if not os.path.isfile(p)] for source, paths in groups.items()}
+    missing = {source: paths for source, paths in missing.items() if paths}
+    if not missing:
+        return
+    n_missing = sum(len(paths) for paths in missing.values())
+    n_total = sum(len(groups[source]) for source in missing)
+    # The first few of every list that has missing images, so that each is seen.
+    per_list = max(1, _SHOW_MISSING // len(missing))
+    shown = [f"{source}: {p}" if len(missing) > 1 else p
+             for source, paths in missing.items() for p in paths[:per_list]]
+    more = f"\n  ... and {n_missing - len(shown)} more" if n_missing > len(shown) else ""
+    if len(missing) == 1:
+        where = f"named in {next(iter(missing))} are missing"
+    else:
+        counts = ", ".join(f"{len(paths)} of {len(groups[source])} in {source}"
+                           for source, paths in missing.items())
+        where = f"are missing ({counts})"
+    listing = "\n  ".join(shown)
+    raise DatasetError(
+        f"{name}: {n_missing} of {n_total} images {where}, first ones:\n  {listing}{more}\n"
+        f"Check that the images are extracted into {image_dir} as described in DATASETS.md."
+    )
+
+
+def check_item_groups(groups, name, image_dir):
+    """``check_image_groups`` for lists of Datums (``{source: items}``)."""
+    check_image_groups({source: [d.impath for d in items] for source, items in groups.items()},
+                       name, image_dir)
 
 
 def make_items(rows, prefix, name, source, check=True):
     """Datums from ``(relpath, label, classname)`` rows, paths joined to ``prefix``."""
-    paths = [os.path.join(prefix, relpath) for relpath, _, _ in rows]
+    return make_split_items({source: rows}, prefix, name, check)[0]
+
+
+def make_split_items(groups, prefix, name, check=True):
+    """``make_items`` for several row lists (``{source: rows}``) at once: the missing images
+    of all of them are in one error. Returns the lists in the order of ``groups``."""
+    paths = {source: [os.path.join(prefix, row[0]) for row in rows] for source, rows in groups.items()}
     if check:
-        check_images(paths, name, source, prefix)
-    return [ListedDatum(p, int(y), classname=c) for p, (_, y, c) in zip(paths, rows)]
+        check_image_groups(paths, name, prefix)
+    return [[ListedDatum(p, int(y), classname=c) for p, (_, y, c) in zip(paths[source], rows)]
+            for source, rows in groups.items()]
 
 
 def relative_rows(items, prefix):
@@ -112,12 +146,51 @@ def relative_rows(items, prefix):
 # ----------------------------------------------------------------------------- split files
 
 
-def read_split(path, prefix, name):
+SPLIT_KEYS = ("train", "val", "test")
+
+
+def read_json_file(path, name, what, fix):
+    """A JSON file, or one DatasetError naming it, what is wrong and ``fix``."""
+    try:
+        return read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(
+            f"{name}: {what} {path} is not valid JSON ({exc}); it is truncated or damaged. {fix}"
+        ) from None
+
+
+def split_rows(data, path, name, keys, what, fix):
+    """``data[key]`` for each key, each a list of ``[relpath, label, classname]`` rows, or one
+    DatasetError naming the file, the first bad key and ``fix``."""
+    if not isinstance(data, dict):
+        raise DatasetError(f"{name}: {what} {path} is not a JSON object with {', '.join(keys)} lists. {fix}")
+    rows = {}
+    for key in keys:
+        value = data.get(key)
+        if value is None:
+            raise DatasetError(
+                f"{name}: {what} {path} has no {key!r} list (expected {', '.join(keys)}). {fix}"
+            )
+        bad = next((row for row in value if not (isinstance(row, (list, tuple)) and len(row) == 3
+                                                  and isinstance(row[0], str))), None) \
+            if isinstance(value, list) else value
+        if bad is not None:
+            raise DatasetError(
+                f"{name}: {what} {path} has a malformed {key!r} entry {str(bad)[:80]} "
+                f"(expected [relative path, label, class name]). {fix}"
+            )
+        rows[key] = value
+    return rows
+
+
+def read_split(path, prefix, name, how_to_get=""):
     """Train, val and test of a ``split_zhou_*.json`` file, paths relative to ``prefix``."""
     print(f"Reading split from {path}")
-    split = read_json(path)
+    fix = (how_to_get or "Get the file again (see DATASETS.md).").strip()
+    split = read_json_file(path, name, "split file", fix)
     source = os.path.basename(path)
-    return tuple(make_items(split[key], prefix, name, source) for key in ("train", "val", "test"))
+    rows = split_rows(split, path, name, SPLIT_KEYS, "split file", fix)
+    return tuple(make_split_items({f"{source} ({key})": rows[key] for key in SPLIT_KEYS}, prefix, name))
 
 
 def write_split(train, val, test, path, prefix):
@@ -206,33 +279,58 @@ def fewshot_cache_path(dataset_dir, num_shots, seed, tag=""):
     return os.path.join(dataset_dir, FEWSHOT_DIR, f"shot_{num_shots}-seed_{seed}{tag}.json")
 
 
+def pool_fingerprint(items, dataset_dir):
+    """sha256 of the items a few-shot draw samples from: each one's path (relative to
+    ``dataset_dir``), label and class name, in order (the draw depends on the order too).
+    A compact listing (ImageNet's ``ImageList``) is read without building its Datums."""
+    digest = hashlib.sha256()
+    if hasattr(items, "relpaths"):
+        prefix = os.path.relpath(items.prefix, dataset_dir).replace(os.sep, "/")
+        rows = ((f"{prefix}/{rel}", y, items.classnames[y]) for rel, y in zip(items.relpaths, items.labels))
+    else:
+        rows = ((os.path.relpath(d.impath, dataset_dir).replace(os.sep, "/"), d.label, d.classname)
+                for d in items)
+    for relpath, label, classname in rows:
+        digest.update(f"{relpath}\t{label}\t{classname}\n".encode())
+    return digest.hexdigest()
+
+
 def few_shot(cfg, dataset_dir, train, val=None, name="", tag=""):
     """K-shot train (and ``min(K, 4)``-shot val), drawn once per (K, seed) and cached.
 
     ``val=None`` draws train only (ImageNet). The cache holds paths relative to
-    ``dataset_dir``. Returns ``(train, val)``.
+    ``dataset_dir`` and, under ``drawn_from``, the ``pool_fingerprint`` of the lists it was
+    drawn from: a cache drawn from another version of the split (a new split file, images
+    added or removed) is drawn again, with one warning, instead of training on images that
+    may now be test images. Returns ``(train, val)``.
     """
     num_shots = cfg.DATASET.NUM_SHOTS
     if num_shots < 1:
         return train, val
     path = fewshot_cache_path(dataset_dir, num_shots, cfg.SEED, tag)
+    pools = {"train": train} if val is None else {"train": train, "val": val}
+    drawn_from = {key: pool_fingerprint(items, dataset_dir) for key, items in pools.items()}
+    cached = None
     if os.path.isfile(path):
-        print(f"Loading preprocessed few-shot data from {path}")
-        try:
-            cached = read_json(path)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{name}: few-shot cache {path} is unreadable ({exc}); delete it to redraw.")
-        source = os.path.relpath(path, dataset_dir)
-        train = make_items(cached["train"], dataset_dir, name, source)
-        if val is not None:
-            val = make_items(cached["val"], dataset_dir, name, source)
-        return train, val
+        cached = _read_fewshot_cache(path, name, list(pools))
+        if cached.get("drawn_from") == drawn_from:
+            print(f"Loading preprocessed few-shot data from {path}")
+            source = os.path.relpath(path, dataset_dir)
+            loaded = make_split_items({f"{source} ({key})": cached[key] for key in pools}, dataset_dir, name)
+            return loaded[0], (loaded[1] if val is not None else None)
 
+    # train.py seeded the run and the dataset build up to here is the same in every run, so
+    # this is the draw that a first run of this (K, seed) makes on the current split.
     train = draw_few_shot(train, num_shots, "train", getattr(train, "labels", None))
     data = {"train": relative_rows(train, dataset_dir)}
     if val is not None:
         val = draw_few_shot(val, min(num_shots, 4), "val")
         data["val"] = relative_rows(val, dataset_dir)
+    if cached is not None and any(cached[key] != data[key] for key in pools):
+        _set_aside_stale_cache(path, cached, name)
+    # else: a cache of an older version (no drawn_from) whose draw is this one: it only
+    # gains its record of the split, without a warning, since nothing changed.
+    data["drawn_from"] = drawn_from
     try:
         mkdir_if_missing(os.path.dirname(path))
         write_json_atomic(data, path)
@@ -240,6 +338,40 @@ def few_shot(cfg, dataset_dir, train, val=None, name="", tag=""):
     except OSError as exc:  # a read-only data root still trains; it just redraws next time
         print(f"WARNING: could not write the few-shot cache {path} ({exc}); continuing without it.")
     return train, val
+
+
+def _read_fewshot_cache(path, name, keys):
+    # A cache without its lists is an error, not a redraw: the cache is the record of which
+    # images every earlier run of this (K, seed) trained on, and one that lost a list was
+    # edited or written by something else. Redrawing over it would silently give later runs
+    # another training set than the runs they are compared with; deleting it is the
+    # user's decision, and the message says so.
+    fix = "Delete it to draw the few-shot set again (runs that used it then differ from new ones)."
+    cached = read_json_file(path, name, "few-shot cache", fix)
+    split_rows(cached, path, name, keys, "few-shot cache", fix)
+    return cached
+
+
+def _set_aside_stale_cache(path, cached, name):
+    """Move a cache drawn from another version of the split out of the way, keeping it:
+    it records what the earlier runs trained on."""
+    old = cached.get("drawn_from")
+    stale = f"{path[:-len('.json')]}.stale-{_short_fingerprint(old)}.json"
+    why = ("drawn from another version of the split (its images, labels or order changed)"
+           if old else "written without a record of the split it was drawn from (an older version)")
+    try:
+        os.replace(path, stale)
+        kept = f"the old draw is kept as {os.path.basename(stale)}"
+    except OSError as exc:  # a read-only data root: draw anyway, the cache stays as it was
+        kept = f"the old draw could not be moved aside ({exc.strerror}) and is left in place"
+    print(f"WARNING: {name}: few-shot cache {path} was {why}; drawing it again from the "
+          f"current split ({kept}).")
+
+
+def _short_fingerprint(drawn_from):
+    if not isinstance(drawn_from, dict) or not drawn_from:
+        return "unknown"
+    return hashlib.sha256(json.dumps(drawn_from, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def write_json_atomic(obj, path):
@@ -333,7 +465,7 @@ class SplitDataset(DatasetBase):
         split_path = os.path.join(self.dataset_dir, self.split_file)
         prefix = self.image_dir
         if os.path.isfile(split_path):
-            return read_split(split_path, prefix, self.name)
+            return read_split(split_path, prefix, self.name, self.how_to_get())
         create = bool(getattr(self.cfg.DATASET, "CREATE_SPLIT", False))
         if not create:
             raise DatasetError(
@@ -346,7 +478,8 @@ class SplitDataset(DatasetBase):
         fresh_path = os.path.join(self.dataset_dir, self.split_file.replace("split_zhou_", "split_fresh_"))
         self._cache_tag = "-fresh"
         if os.path.isfile(fresh_path):
-            return read_split(fresh_path, prefix, self.name)
+            return read_split(fresh_path, prefix, self.name,
+                              "Delete it to make a fresh split again (DATASET.CREATE_SPLIT True).")
         print(f"WARNING: {self.split_file} not found; making a fresh random split (DATASET.CREATE_SPLIT True).")
         train, val, test = self.make_split()
         write_split(train, val, test, fresh_path, prefix)

@@ -3,7 +3,7 @@ import os
 
 from dassl_compat import DATASET_REGISTRY
 
-from .common import SplitDataset, make_items, require_file, split_trainval
+from .common import SplitDataset, check_item_groups, make_items, require_file, split_trainval
 
 
 @DATASET_REGISTRY.register()
@@ -17,6 +17,7 @@ class OxfordPets(SplitDataset):
     def make_split(self):
         trainval = self.read_annotations("trainval.txt")
         test = self.read_annotations("test.txt")
+        check_item_groups({"trainval.txt": trainval, "test.txt": test}, self.name, self.image_dir)
         train, val = split_trainval(trainval)
         return train, val, test
 
@@ -32,4 +33,4 @@ class OxfordPets(SplitDataset):
                 imname, label, _, _ = line.strip().split(" ")
                 breed = "_".join(imname.split("_")[:-1]).lower()
                 rows.append((imname + ".jpg", int(label) - 1, breed))
-        return make_items(rows, self.image_dir, self.name, filename)
+        return make_items(rows, self.image_dir, self.name, filename, check=False)

@@ -3,7 +3,7 @@ import os
 
 from dassl_compat import DATASET_REGISTRY
 
-from .common import SplitDataset, make_items, require_file, split_trainval
+from .common import SplitDataset, check_item_groups, make_items, require_file, split_trainval
 
 
 @DATASET_REGISTRY.register()
@@ -18,6 +18,8 @@ class StanfordCars(SplitDataset):
         meta = os.path.join(self.dataset_dir, "devkit", "cars_meta.mat")
         trainval = self.read_annotations("cars_train", os.path.join("devkit", "cars_train_annos.mat"), meta)
         test = self.read_annotations("cars_test", "cars_test_annos_withlabels.mat", meta)
+        check_item_groups({"cars_train_annos.mat": trainval, "cars_test_annos_withlabels.mat": test},
+                          self.name, self.dataset_dir)
         train, val = split_trainval(trainval)
         return train, val, test
 
@@ -33,4 +35,4 @@ class StanfordCars(SplitDataset):
             words = str(names[label][0]).split(" ")
             classname = " ".join([words[-1]] + words[:-1])  # the year goes first: "2012 Tesla Model S"
             rows.append((os.path.join(image_folder, str(anno["fname"][0])), label, classname))
-        return make_items(rows, self.dataset_dir, self.name, anno_file)
+        return make_items(rows, self.dataset_dir, self.name, anno_file, check=False)

@@ -4,7 +4,7 @@ import os
 from dassl_compat import DATASET_REGISTRY
 from errors import DatasetError
 
-from .common import SplitDataset, make_items, require_file, split_trainval
+from .common import SplitDataset, check_item_groups, make_items, require_file, split_trainval
 
 HINT = "ClassName.txt, Training_01.txt and Testing_01.txt come with the official Partitions.zip."
 
@@ -23,6 +23,8 @@ class SUN397(SplitDataset):
         labels = {scene: i for i, scene in enumerate(scenes)}
         trainval = self.read_list("Training_01.txt", labels)
         test = self.read_list("Testing_01.txt", labels)
+        check_item_groups({"Training_01.txt": trainval, "Testing_01.txt": test}, self.name,
+                          self.image_dir)
         train, val = split_trainval(trainval)
         return train, val, test
 
@@ -38,4 +40,4 @@ class SUN397(SplitDataset):
                     raise DatasetError(f"{self.name}: {filename} names scene {scene!r}, which ClassName.txt lacks.")
                 words = scene.split("/")[1:]  # drop the first-letter folder
                 rows.append((relpath, labels[scene], " ".join(reversed(words))))
-        return make_items(rows, self.image_dir, self.name, filename)
+        return make_items(rows, self.image_dir, self.name, filename, check=False)

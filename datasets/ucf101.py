@@ -5,7 +5,7 @@ import re
 from dassl_compat import DATASET_REGISTRY
 from errors import DatasetError
 
-from .common import SplitDataset, make_items, require_file, split_trainval
+from .common import SplitDataset, check_item_groups, make_items, require_file, split_trainval
 
 HINT = "ucfTrainTestlist/ comes with the official UCF101TrainTestSplits-RecognitionTask.zip."
 
@@ -27,6 +27,8 @@ class UCF101(SplitDataset):
                     labels[action] = int(label) - 1
         trainval = self.read_list("trainlist01.txt", labels)
         test = self.read_list("testlist01.txt", labels)
+        check_item_groups({"trainlist01.txt": trainval, "testlist01.txt": test}, self.name,
+                          self.image_dir)
         train, val = split_trainval(trainval)
         return train, val, test
 
@@ -41,4 +43,4 @@ class UCF101(SplitDataset):
                     raise DatasetError(f"{self.name}: {filename} names action {action!r}, which classInd.txt lacks.")
                 classname = "_".join(re.findall("[A-Z][^A-Z]*", action))
                 rows.append((f"{classname}/{video.replace('.avi', '.jpg')}", labels[action], classname))
-        return make_items(rows, self.image_dir, self.name, filename)
+        return make_items(rows, self.image_dir, self.name, filename, check=False)

@@ -153,3 +153,53 @@ def test_fp16_and_amp_fall_back_to_fp32_on_cpu_with_a_warning(capsys):
     assert resolve_precision("fp16", "cuda") == "fp16"
     with pytest.raises(ConfigError, match="PREC must be one of"):
         resolve_precision("bf8", "cpu")
+
+
+def test_offline_a_download_fails_within_seconds_with_the_same_message(tmp_path, monkeypatch):
+    # Offline without HF_HUB_OFFLINE: a DNS lookup that hangs (12 s here) used to be retried
+    # with back-off for each of two files, 45-80 s in all, before the same error.
+    import socket
+    import time
+
+    import huggingface_hub.constants
+
+    def hanging_lookup(*args, **kwargs):
+        time.sleep(12)
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_lookup)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("CLIP_CACHE_DIR", str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(WeightsError) as err:
+        load_clip("ViT-B/16")
+    assert time.monotonic() - start < 10
+    assert str(err.value).startswith("Could not get CLIP weights for ViT-B/16")
+    assert "MODEL.BACKBONE.NAME /path/to/ViT-B-16.pt" in str(err.value)
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # switched back after the call
+
+
+def test_log_line_names_the_weights_file_not_the_pretrained_tag(tmp_path, capsys):
+    import train
+    from clip_backbone import build_backbone
+    from dassl_compat import get_cfg_default
+
+    path = tmp_path / "tiny.pt"
+    write_openai_state_dict(path, seed=7)
+    cfg = get_cfg_default()
+    train.extend_cfg(cfg)
+    cfg.MODEL.BACKBONE.NAME = str(path)
+    cfg.MODEL.BACKBONE.PRETRAINED = "random"  # left over from a config; a file ignores it
+    cfg.INPUT.SIZE = (32, 32)
+    build_backbone(cfg, "cpu", "fp32")
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("Loading CLIP"))
+    assert line == f"Loading CLIP (backbone: weights file {path})"
+
+
+def test_a_vit_state_dict_without_its_image_projection_names_the_key(tmp_path):
+    path = tmp_path / "no-proj.pt"
+    state = tiny_clip(seed=8).state_dict()
+    del state["visual.proj"]
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match=r"ViT CLIP state dict without 'visual.proj'"):
+        load_clip(str(path))

@@ -448,7 +448,8 @@ def test_imagenet_names_labels_base_new_and_train_only_fewshot(tmp_path):
     fs = build(tmp_path, "ImageNet", shots=2, subsample="new")
     assert fs.classnames == NAMES[3:] and len(fs.train_x) == 4 and len(fs.test) == 4
     cached = json.loads((tmp_path / "imagenet" / "split_fewshot" / "shot_2-seed_1.json").read_text())
-    assert set(cached) == {"train"} and len(cached["train"]) == 2 + 2 + 1 + 2 + 2
+    assert set(cached) == {"train", "drawn_from"} and set(cached["drawn_from"]) == {"train"}
+    assert len(cached["train"]) == 2 + 2 + 1 + 2 + 2
 
 
 def test_imagenet_cold_start_uses_the_listing_cache(tmp_path, monkeypatch):
@@ -523,7 +524,7 @@ def test_error_missing_images_counts_and_shows_the_first(tmp_path):
     with pytest.raises(DatasetError) as err:
         build(tmp_path, "Food101")
     msg = str(err.value)
-    assert "7 of 25 images named in split_zhou_Food101.json are missing" in msg
+    assert "7 of 25 images named in split_zhou_Food101.json (train) are missing" in msg
     assert split["train"][0][0] in msg and "... and 2 more" in msg
 
 
@@ -605,3 +606,127 @@ def test_download_script_takes_config_and_class_names(tmp_path):
     assert len({t[0] for t in script.targets(str(tmp_path), [])}) >= 14  # every dataset
     with pytest.raises(SystemExit, match="oxford_petz"):
         list(script.targets(str(tmp_path), ["oxford_petz"]))
+
+
+# ----------------------------------------------------------------------------- stale few-shot caches
+
+
+FULL = [(6, 3, 4)] * 5  # no class short of 2 shots: no warning but the one under test
+
+
+def swap_train_and_test(dataset_dir, split_file, n=2):
+    """A new version of the split: per class, the first n train images and the first n test
+    images change places (what a re-downloaded or regenerated split file does)."""
+    path = os.path.join(dataset_dir, split_file)
+    with open(path) as f:
+        split = json.load(f)
+    for label in sorted({row[1] for row in split["train"]}):
+        train = [i for i, row in enumerate(split["train"]) if row[1] == label][:n]
+        test = [i for i, row in enumerate(split["test"]) if row[1] == label][:n]
+        for i, j in zip(train, test):
+            split["train"][i], split["test"][j] = split["test"][j], split["train"][i]
+    with open(path, "w") as f:
+        json.dump(split, f)
+    return split
+
+
+def test_changed_split_redraws_the_fewshot_set_with_one_warning(tmp_path, capsys):
+    dataset_dir, _ = make_split_layout(tmp_path, "DescribableTextures", FULL)
+    cache = Path(dataset_dir) / "split_fewshot" / "shot_2-seed_1.json"
+    first = build(tmp_path, "DescribableTextures", shots=2)
+    old_cache = cache.read_text()
+    new_split = swap_train_and_test(dataset_dir, "split_zhou_DescribableTextures.json")
+    capsys.readouterr()
+
+    redrawn = build(tmp_path, "DescribableTextures", shots=2)
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "drawn from another version of the split" in warnings[0]
+    assert str(cache) in warnings[0]
+    image_dir = Path(dataset_dir) / "images"
+    test_images = {row[0] for row in new_split["test"]}
+    assert not test_images & {r[0] for r in rel(redrawn.train_x, image_dir)}
+    assert test_images & {r[0] for r in rel(first.train_x, image_dir)}  # the stale draw had some
+
+    # The redraw is the draw a first run makes on the new split, and it is cached.
+    fresh_root = tmp_path / "fresh"
+    shutil.copytree(dataset_dir, fresh_root / "dtd", ignore=shutil.ignore_patterns("split_fewshot"))
+    fresh = build(fresh_root, "DescribableTextures", shots=2)
+    assert rel(redrawn.train_x, image_dir) == rel(fresh.train_x, fresh_root / "dtd" / "images")
+    assert rel(redrawn.val, image_dir) == rel(fresh.val, fresh_root / "dtd" / "images")
+    # The old draw, the record of what earlier runs trained on, is kept beside it.
+    (stale,) = (Path(dataset_dir) / "split_fewshot").glob("shot_2-seed_1.stale-*.json")
+    assert stale.read_text() == old_cache
+    capsys.readouterr()
+    again = build(tmp_path, "DescribableTextures", shots=2)
+    assert "Loading preprocessed few-shot data" in capsys.readouterr().out
+    assert rel(again.train_x, image_dir) == rel(redrawn.train_x, image_dir)
+
+
+def test_images_added_to_an_image_folder_redraw_its_fewshot_set(tmp_path, capsys):
+    from datasets.make_toy_dataset import make_toy_dataset
+
+    make_toy_dataset(str(tmp_path / "toy"), classes=2, train_per_class=4, test_per_class=1)
+    build(tmp_path, "ImageFolder", shots=2)
+    shutil.copy(tmp_path / "toy" / "train" / "red_circle" / "000.png",
+                tmp_path / "toy" / "train" / "red_circle" / "004.png")
+    capsys.readouterr()
+    build(tmp_path, "ImageFolder", shots=2)
+    out = capsys.readouterr().out
+    assert "Loading preprocessed few-shot data" not in out
+    assert "Saving preprocessed few-shot data" in out
+
+
+def test_cache_of_an_older_version_gains_its_split_record_silently_when_the_draw_stands(
+        tmp_path, capsys):
+    dataset_dir, _ = make_split_layout(tmp_path, "DescribableTextures", FULL)
+    cache = Path(dataset_dir) / "split_fewshot" / "shot_2-seed_3.json"
+    first = build(tmp_path, "DescribableTextures", shots=2, seed=3)
+    data = json.loads(cache.read_text())
+    record = data.pop("drawn_from")
+    cache.write_text(json.dumps(data))  # as the previous version wrote it
+    capsys.readouterr()
+
+    again = build(tmp_path, "DescribableTextures", shots=2, seed=3)
+    assert "WARNING" not in capsys.readouterr().out
+    assert rel(again.train_x, tmp_path) == rel(first.train_x, tmp_path)
+    assert json.loads(cache.read_text())["drawn_from"] == record
+    assert not list((Path(dataset_dir) / "split_fewshot").glob("*.stale-*"))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data.pop("val"), "has no 'val' list"),
+    (lambda data: data["train"].append("not a row"), "has a malformed 'train' entry"),
+])
+def test_fewshot_cache_that_lost_a_list_is_an_error_not_a_redraw(tmp_path, damage, message):
+    dataset_dir, _ = make_split_layout(tmp_path, "DescribableTextures", FULL)
+    build(tmp_path, "DescribableTextures", shots=2)
+    cache = Path(dataset_dir) / "split_fewshot" / "shot_2-seed_1.json"
+    data = json.loads(cache.read_text())
+    damage(data)
+    cache.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=rf"few-shot cache {cache} {message}.*Delete it"):
+        build(tmp_path, "DescribableTextures", shots=2)
+    assert json.loads(cache.read_text()) == data  # left as it was, for the user to look at
+
+
+def test_missing_images_of_every_split_list_are_reported_at_once(tmp_path):
+    dataset_dir, split = make_split_layout(tmp_path, "Food101")
+    for part in ("train", "val", "test"):
+        os.remove(os.path.join(dataset_dir, "images", split[part][0][0]))
+    with pytest.raises(DatasetError) as err:
+        build(tmp_path, "Food101")
+    msg = str(err.value)
+    assert "3 of 50 images are missing" in msg
+    for part in ("train", "val", "test"):
+        assert f"split_zhou_Food101.json ({part}): " in msg and split[part][0][0] in msg
+
+
+def test_truncated_split_file_is_one_error_naming_it_and_where_to_get_it(tmp_path):
+    dataset_dir, _ = make_split_layout(tmp_path, "OxfordPets")
+    path = os.path.join(dataset_dir, "split_zhou_OxfordPets.json")
+    with open(path, "r+") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(DatasetError, match=r"split file .*split_zhou_OxfordPets.json is not valid "
+                                           r"JSON .*truncated.*download_splits.py"):
+        build(tmp_path, "OxfordPets")

@@ -23,6 +23,11 @@ Two ways to run our side:
   backward pass compounds them, and gradients and updated parameters differ by up to 2e-2 of
   their largest entry, as much as the reference's own fp16 differs from its fp32 on these
   cases (1e-2 to 3e-2).
+
+Bit for bit holds on the torch the files were recorded with (their ``torch`` field). Another
+torch's CPU fp16 kernels round differently (torch 2.3: logits within 4.4e-3 of the largest
+one, full text or truncated), so there every check is within ``OTHER_TORCH``. Where this torch
+has no CPU fp16 cross-entropy (torch 2.3), the logits are checked and the loss and step are not.
 """
 import functools
 import json
@@ -31,11 +36,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.torch_support import NO_CPU_FP16, cpu_fp16_training, same_torch_as_recorded
+
 GOLDEN = Path(__file__).resolve().parent / "golden" / "fp16"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.json"))
 VL = ("MaPLe", "IVLP", "PromptSRC")
 # (logits, loss, gradients and parameters after the step), relative to the largest entry
 TOLERANCE = {"full": (0, 0, 0), "truncated": (4e-3, 2e-3, 2e-2)}
+OTHER_TORCH = (1e-2, 1e-2, 5e-2)  # about 10 fp16 ulps in the forward pass
 
 
 def load(case):
@@ -120,6 +128,8 @@ def check_tensor(ours, record, scale, tol, what):
 def test_fp16_logits_loss_and_one_step_equal_the_reference(case, text, tmp):
     golden = load(case)
     logit_tol, loss_tol, step_tol = TOLERANCE[text]
+    if not same_torch_as_recorded(golden["torch"]):
+        logit_tol, loss_tol, step_tol = (max(a, b) for a, b in zip(TOLERANCE[text], OTHER_TORCH))
     t, images, labels = build_case(golden, tmp, truncate=text == "truncated")
     learner = t.model.prompt_learner
     learnable = dict(learner.named_parameters())
@@ -134,6 +144,8 @@ def test_fp16_logits_loss_and_one_step_equal_the_reference(case, text, tmp):
     err = (logits.double() - ref_logits).abs().max().item()
     scale = ref_logits.abs().max().item()
     assert err <= logit_tol * scale, f"logits: max abs difference {err:.3g} of {scale:.3g}"
+    if not cpu_fp16_training():
+        pytest.skip(f"logits checked; {NO_CPU_FP16}")
 
     t.model.train()
     loss, summary = t.compute_loss(images, labels)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tests.helpers.tiny import make_toy_dataset, read_log, train_args, train_in_process
+from tests.helpers.torch_support import NO_CPU_FP16, cpu_fp16_training
 
 # Learnable tensors (our names) that the reference keeps in fp16 in PREC fp16; every other
 # learnable tensor of the trainer is fp32 there.
@@ -170,6 +171,7 @@ def _checkpoint(out, name, epoch):
                       weights_only=False)
 
 
+@pytest.mark.skipif(not cpu_fp16_training(), reason=NO_CPU_FP16)
 @pytest.mark.parametrize("prec,trainer", [(p, t) for p in CASES for t in CASES[p]])
 def test_trains_resumes_and_evaluates_with_a_regularizer(prec, trainer, runs):
     base, codes = runs

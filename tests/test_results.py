@@ -24,24 +24,33 @@ def run_dir(root, split, dataset, trainer, seed, cfg=CFG, shots=16):
                         f"seed{seed}")
 
 
+def identity(trainer, cfg, dataset, shots):
+    """The header fields train.py prints for this run (what the results tool checks)."""
+    folder = "CoOp" if trainer == "ZeroshotCLIP" else trainer
+    return dict(trainer=trainer, config_file=f"configs/trainers/{folder}/{cfg}.yaml",
+                dataset_config_file=f"configs/datasets/{dataset}.yaml", shots=shots)
+
+
 def add_run(root, trainer, dataset, seed, base, novel, cfg=CFG, decimals=1,
             end_line="Finish training", shots=16):
+    run = identity(trainer, cfg, dataset, shots)
     if base is not None:
         write(os.path.join(run_dir(root, "train_base", dataset, trainer, seed, cfg, shots),
                            "log.txt"),
-              training_log(base, decimals=decimals, end_line=end_line, seed=seed))
+              training_log(base, decimals=decimals, end_line=end_line, seed=seed, **run))
     if novel is not None:
         write(os.path.join(run_dir(root, "test_new", dataset, trainer, seed, cfg, shots),
                            "log.txt"),
-              eval_log(novel, decimals=decimals, seed=seed))
+              eval_log(novel, decimals=decimals, seed=seed, **run))
 
 
 def add_zeroshot(root, dataset, base, novel):
     # Zero-shot CLIP has no training: both sides are eval-only logs.
+    run = identity("ZeroshotCLIP", "vit_b16", dataset, 16)
     write(os.path.join(run_dir(root, "train_base", dataset, "ZeroshotCLIP", 1, "vit_b16"),
-                       "log.txt"), eval_log(base))
+                       "log.txt"), eval_log(base, **run))
     write(os.path.join(run_dir(root, "test_new", dataset, "ZeroshotCLIP", 1, "vit_b16"),
-                       "log.txt"), eval_log(novel))
+                       "log.txt"), eval_log(novel, **run))
 
 
 # ---------------------------------------------------------------------------------------
@@ -207,7 +216,8 @@ def test_unfinished_training_is_reported_as_unfinished(tmp_path):
     root = str(tmp_path)
     add_run(root, "CoOp", "dtd", 1, 80.0, 60.0)
     write(os.path.join(run_dir(root, "train_base", "dtd", "CoOp", 2), "log.txt"),
-          training_log(None, max_epoch=5, stop_after_epoch=1))
+          training_log(None, max_epoch=5, stop_after_epoch=1, seed=2,
+                       **identity("CoOp", CFG, "dtd", 16)))
     texts = [str(m) for m in results.summarize(root).missing]
     assert texts == [f"CoOp/{CFG} shots_16 dtd seed2: base unfinished (log has no final result)",
                      f"CoOp/{CFG} shots_16 dtd seed2: novel no log"]
@@ -235,3 +245,101 @@ def test_cli_writes_csv_json_markdown_and_plot(tmp_path, capsys):
     assert any("seed3" in m["text"] for m in data["missing"])
     md = open(os.path.join(out, "results.md")).read()
     assert "## CoOp/" in md and "| dtd " in md and "- CoOp/" in md
+
+
+# ---------------------------------------------------------------------------------------
+# Logs of another run in a run folder
+
+
+def test_a_log_of_another_config_in_a_folder_is_skipped_with_a_warning(tmp_path, capsys):
+    root = str(tmp_path / "output")
+    add_run(root, "MaPLe", "dtd", 1, 80.0, 74.40, cfg="vit_b16_c2_ep5_batch4_2ctx", decimals=2)
+    novel_dir = run_dir(root, "test_new", "dtd", "MaPLe", 1, cfg="vit_b16_c2_ep5_batch4_2ctx")
+    stray = os.path.join(novel_dir, "log.txt-2030-01-01-00-00-00")  # newer: it used to win
+    write(stray, eval_log(98.6, seed=1, **identity("MaPLe", "vit_b16_c2_ep5_batch4_2ctx_proxyfda",
+                                                   "dtd", 16)))
+    assert results.main([root, "--out", str(tmp_path / "res")]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and stray in warnings[0]
+    assert "config configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_proxyfda.yaml, not " \
+           "vit_b16_c2_ep5_batch4_2ctx" in warnings[0]
+    row = results.summarize(root).row("MaPLe", "dtd")
+    assert row.novel == pytest.approx(74.40)
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("trainer", "CoOp", "trainer CoOp, not MaPLe"),
+    ("config_file", "configs/trainers/MaPLe/other.yaml", "config configs/trainers/MaPLe/other.yaml"),
+    ("dataset_config_file", "configs/datasets/eurosat.yaml", "dataset config configs/datasets/eurosat.yaml"),
+    ("shots", 4, "4 shots, not 16"),
+    ("seed", 2, "seed 2, not 1"),
+])
+def test_each_field_of_the_run_is_checked(tmp_path, field, value, says):
+    d = run_dir(str(tmp_path), "test_new", "dtd", "MaPLe", 1)
+    run = dict(identity("MaPLe", CFG, "dtd", 16), seed=1)
+    run[field] = value
+    write(os.path.join(d, "log.txt"), eval_log(70.0, **run))
+    seen = []
+    result = read_run(d, warn=lambda message, path: seen.append(message))
+    assert result.accuracy is None and len(result.skipped) == 1
+    assert len(seen) == 1 and says in seen[0]
+
+
+def test_the_folder_holds_the_result_of_its_own_logs_only(tmp_path):
+    d = run_dir(str(tmp_path), "train_base", "dtd", "CoOp", 3)
+    run = identity("CoOp", CFG, "dtd", 16)
+    write(os.path.join(d, "log.txt"), training_log(81.0, seed=3, **run))
+    write(os.path.join(d, "log.txt-2030-01-01-00-00-00"), training_log(99.0, seed=1, **run))
+    result = read_run(d, warn=None)
+    assert result.accuracy == 81.0 and result.log_file.endswith("log.txt")
+    assert result.skipped == (os.path.join(d, "log.txt-2030-01-01-00-00-00"),)
+
+
+def test_a_variant_folder_holds_its_config_plus_options_but_a_config_folder_only_that_config(
+        tmp_path):
+    # The CPU benchmark's runs: bench_tiny_clip.yaml plus LDIFS options, in bench_tiny_clip_ldifs
+    # (no config file of that name), are accepted; MaPLe has a bench_tiny_clip_proxyfda.yaml,
+    # so that folder holds runs of that file only.
+    run = identity("CoOp", "bench_tiny_clip", "digits", 16)
+    d = run_dir(str(tmp_path), "test_new", "digits", "CoOp", 1, cfg="bench_tiny_clip_ldifs")
+    write(os.path.join(d, "log.txt"), eval_log(60.0, **run))
+    assert read_run(d, warn=None).accuracy == 60.0
+    run = identity("MaPLe", "bench_tiny_clip", "digits", 16)
+    d = run_dir(str(tmp_path), "test_new", "digits", "MaPLe", 1, cfg="bench_tiny_clip_proxyfda")
+    write(os.path.join(d, "log.txt"), eval_log(60.0, **run))
+    assert read_run(d, warn=None).skipped
+
+
+def test_run_identity_follows_the_protocol_folders(tmp_path):
+    from tools.logparse import RunIdentity
+    from tools.protocol import few_shot_dir, run_identity, transfer_dir
+
+    out = str(tmp_path)
+    assert run_identity(run_dir(out, "test_new", "dtd", "MaPLe", 2, cfg="c", shots=4)) == \
+        RunIdentity("MaPLe", "c", "dtd", 4, 2)
+    assert run_identity(few_shot_dir(out, "CoOp", "vit_b16", "eurosat", 8, 3)) == \
+        RunIdentity("CoOp", "vit_b16", "eurosat", 8, 3)
+    assert run_identity(transfer_dir(out, "CoOp", "vit_b16", 16, "dtd", 1)) == \
+        RunIdentity("CoOp", "vit_b16", "dtd", None, 1)
+    assert run_identity(str(tmp_path / "somewhere" / "else")) is None
+
+
+def test_the_header_train_py_prints_is_read(tmp_path, capsys):
+    import train
+
+    args = train.build_parser().parse_args([
+        "--root", str(tmp_path), "--seed", "3", "--trainer", "KgCoOp",
+        "--dataset-config-file", "configs/datasets/dtd.yaml",
+        "--config-file", "configs/trainers/KgCoOp/tiny_ctxv1.yaml", "--output-dir", "x",
+        "DATASET.NUM_SHOTS", "8"])
+    train.print_args(args, train.setup_cfg(args))
+    from tools.logparse import log_header
+
+    header = log_header(capsys.readouterr().out.splitlines())
+    assert header["trainer"] == "KgCoOp" and header["seed"] == "3"
+    assert header["config_file"] == "configs/trainers/KgCoOp/tiny_ctxv1.yaml"
+    assert header["dataset_config_file"] == "configs/datasets/dtd.yaml"
+    assert header["DATASET.NUM_SHOTS"] == "8" and header["TRAINER.NAME"] == "KgCoOp"
+    # nesting is followed back out of deeper nodes
+    assert header["DATALOADER.TRAIN_X.BATCH_SIZE"] == "8" and header["INPUT.SIZE"] == "(32, 32)"

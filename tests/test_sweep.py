@@ -138,24 +138,29 @@ def test_ctrl_c_stops_the_sweep_and_the_next_one_resumes_from_the_checkpoint(tmp
     import time
 
     output = str(tmp_path / "output")
-    slow_train = STAND_IN_TRAIN + " --epochs 3 --sleep-per-epoch 0.3"
+    # The stand-in stops after its first checkpoint until `release` exists, so the SIGINT
+    # below always finds the training in progress, however slow or loaded the machine.
+    release = os.path.join(output, "release")
+    held_train = STAND_IN_TRAIN + f" --epochs 3 --hold-after-first-epoch {release}"
     argv = ["--trainers", "CoOp/vit_b16_ep2", "--datasets", "dtd", "--seeds", "1",
             "--output", output, "--root", "unused", "--cpu", "--no-progress",
-            "--train-cmd", slow_train, "--test-cmd", STAND_IN_TEST]
+            "--train-cmd", held_train, "--test-cmd", STAND_IN_TEST]
     proc = subprocess.Popen([sys.executable, "tools/sweep.py", *argv], cwd=sweep.REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     train_dir = os.path.join(output, "base2new", "train_base", "dtd", "shots_16", "CoOp",
                              "vit_b16_ep2", "seed1")
     first_ckpt = os.path.join(train_dir, "prompt_learner", "model.pth.tar-1")
-    deadline = time.time() + 30
-    while not os.path.exists(first_ckpt) and time.time() < deadline:
+    deadline = time.monotonic() + 120  # a bound on a hung start, not a race
+    while not os.path.exists(first_ckpt) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert os.path.exists(first_ckpt), "the stand-in never saved its first checkpoint"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    out, _ = proc.communicate(timeout=30)
+    out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out.decode()
     assert not read_run(train_dir).finished
 
+    open(release, "w").close()
     assert sweep.main(argv) == 0
     resumed = [c for c in calls(output) if c.startswith("train")]
     assert resumed[0] == f"train start_epoch=0 {train_dir}"

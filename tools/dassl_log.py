@@ -34,20 +34,20 @@ def result_block(accuracy: float, decimals: int = 1, total: int = 1000) -> List[
     ]
 
 
-def header(output_dir: str, seed: int, eval_only: bool, trainer: str = "CoOp") -> List[str]:
-    return [
-        f"Setting fixed seed: {seed}",
-        "***************",
-        "** Arguments **",
-        "***************",
-        f"eval_only: {eval_only}",
-        f"output_dir: {output_dir}",
-        f"seed: {seed}",
-        f"trainer: {trainer}",
-        "Collecting env info ...",
-        f"Loading trainer: {trainer}",
-        "Building transform_train",
-    ]
+def header(output_dir: str, seed: int, eval_only: bool, trainer: str = "CoOp",
+           config_file: Optional[str] = None, dataset_config_file: Optional[str] = None,
+           shots: Optional[int] = None) -> List[str]:
+    """train.py's header: the arguments, sorted, then the config (only the keys the results
+    tool reads: ``config_file`` etc. are left out when not given, as a log cut short)."""
+    args = {"eval_only": eval_only, "output_dir": output_dir, "seed": seed, "trainer": trainer,
+            "config_file": config_file, "dataset_config_file": dataset_config_file}
+    lines = ["***************", "** Arguments **", "***************"]
+    lines += [f"{k}: {v}" for k, v in sorted(args.items()) if v is not None]
+    lines += ["************", "** Config **", "************", "DATASET:"]
+    lines += [f"  NUM_SHOTS: {shots}"] if shots is not None else []
+    lines += [f"SEED: {seed}"] + (["TRAINER:", f"  NAME: {trainer}"] if trainer else [])
+    return lines + ["Collecting env info ...", f"Loading trainer: {trainer}",
+                    "Building transform_train"]
 
 
 def epoch_lines(epoch: int, max_epoch: int, batches: int = 3) -> List[str]:
@@ -59,10 +59,11 @@ def epoch_lines(epoch: int, max_epoch: int, batches: int = 3) -> List[str]:
 def training_log(accuracy: Optional[float], max_epoch: int = 2, start_epoch: int = 0,
                  end_line: str = "Finish training", decimals: int = 1,
                  stop_after_epoch: Optional[int] = None, output_dir: str = "out",
-                 seed: int = 1, val_accuracy: Optional[float] = None) -> str:
+                 seed: int = 1, val_accuracy: Optional[float] = None, **run) -> str:
     """A training log. ``stop_after_epoch`` cuts it there (an interrupted run);
-    ``val_accuracy`` adds a per-epoch validation result, which is not the final one."""
-    lines = header(output_dir, seed, eval_only=False)
+    ``val_accuracy`` adds a per-epoch validation result, which is not the final one;
+    ``run``: ``header``'s trainer, config_file, dataset_config_file, shots."""
+    lines = ["Setting fixed seed: %d" % seed] + header(output_dir, seed, eval_only=False, **run)
     lines.append("No checkpoint found, train from scratch" if start_epoch == 0 else
                  f"Successfully loaded checkpoint (epoch = {start_epoch})")
     for e in range(start_epoch + 1, max_epoch + 1):
@@ -80,9 +81,9 @@ def training_log(accuracy: Optional[float], max_epoch: int = 2, start_epoch: int
 
 
 def eval_log(accuracy: Optional[float], decimals: int = 1, output_dir: str = "out",
-             seed: int = 1, load_epoch: int = 2) -> str:
-    """An eval-only log (``train.py --eval-only``)."""
-    lines = header(output_dir, seed, eval_only=True)
+             seed: int = 1, load_epoch: int = 2, **run) -> str:
+    """An eval-only log (``train.py --eval-only``); ``run`` as in ``training_log``."""
+    lines = header(output_dir, seed, eval_only=True, **run)
     lines.append(f'Loading weights to prompt_learner from "{output_dir}/prompt_learner/'
                  f'model.pth.tar-{load_epoch}" (epoch = {load_epoch})')
     lines.append("Evaluate on the *test* set")
@@ -127,9 +128,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--crash-if-exists", help="stop with exit 1 after the first epoch "
                                              "when this file exists (an interrupted run)")
     p.add_argument("--sleep-per-epoch", type=float, default=0.0)
+    p.add_argument("--hold-after-first-epoch", metavar="FILE",
+                   help="after the first epoch's checkpoint, wait (at most 120 s) until FILE "
+                        "exists: a run that is certainly in progress, for tests that stop it")
     p.add_argument("--record", help="append one line per invocation to this file")
-    p.add_argument("opts", nargs="*", help="KEY VALUE config overrides (ignored)")
+    p.add_argument("--trainer", help="logged, as the other run arguments below (unchecked "
+                                      "by the results tool when not given)")
+    p.add_argument("--config-file")
+    p.add_argument("--dataset-config-file")
+    p.add_argument("opts", nargs="*", help="KEY VALUE config overrides (DATASET.NUM_SHOTS is "
+                                           "logged; the others are ignored)")
     args, _ = p.parse_known_args(argv)
+    given = dict(zip(args.opts[::2], args.opts[1::2]))
+    run = dict(trainer=args.trainer, config_file=args.config_file,
+               dataset_config_file=args.dataset_config_file,
+               shots=int(given["DATASET.NUM_SHOTS"]) if "DATASET.NUM_SHOTS" in given else None)
 
     os.makedirs(args.output_dir, exist_ok=True)
     log_path = new_log_path(args.output_dir)
@@ -143,7 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.eval_only:
         with open(log_path, "w", encoding="utf-8") as f:
             f.write(eval_log(acc, output_dir=args.model_dir, seed=args.seed,
-                             load_epoch=args.load_epoch or 0))
+                             load_epoch=args.load_epoch or 0, **run))
         return 0
 
     done = _checkpoint_epochs(args.output_dir)
@@ -151,7 +164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     crash = bool(args.crash_if_exists and os.path.exists(args.crash_if_exists))
     text = training_log(acc, max_epoch=args.epochs, start_epoch=start,
                         stop_after_epoch=start + 1 if crash else None,
-                        output_dir=args.output_dir, seed=args.seed)
+                        output_dir=args.output_dir, seed=args.seed, **run)
     ckpt_dir = os.path.join(args.output_dir, "prompt_learner")
     os.makedirs(ckpt_dir, exist_ok=True)
     # Written line by line, one checkpoint per epoch, so a killed run leaves what Dassl would.
@@ -164,10 +177,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 open(os.path.join(ckpt_dir, f"model.pth.tar-{epoch}"), "wb").close()
             f.write(line + "\n")
             f.flush()
+            if line.startswith("Checkpoint saved to") and args.hold_after_first_epoch \
+                    and int(epoch) == start + 1 and not _wait_for(args.hold_after_first_epoch):
+                print(f"gave up waiting for {args.hold_after_first_epoch}", file=sys.stderr)
+                return 1
     if crash:
         print("interrupted (stand-in crash)", file=sys.stderr)
         return 1
     return 0
+
+def _wait_for(path: str, limit: float = 120.0) -> bool:
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
 
 if __name__ == "__main__":
     sys.exit(main())

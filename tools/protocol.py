@@ -46,7 +46,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.logparse import log_files, run_finished
+from tools.logparse import RunIdentity, log_files, run_finished
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -208,6 +208,35 @@ def find_run_keys(split_root: str) -> List[RunKey]:
                             keys.append(RunKey(trainer, cfg, ds, int(m_shots.group(1)),
                                                int(m_seed.group(1))))
     return sorted(keys)
+
+
+_SHOTS_CFG_RE = re.compile(r"^(.+)_(\d+)shots$")
+
+
+def run_identity(run_dir: str) -> Optional[RunIdentity]:
+    """The run a folder of one of the layouts above names (``None``: no layout's folder).
+    Transfer evaluations pass no shots (their model's shots are in the folder's name), so
+    theirs are not checked."""
+    parts = os.path.normpath(os.path.abspath(run_dir)).split(os.sep)
+    m_seed = _SEED_RE.match(parts[-1]) if parts else None
+    if not m_seed or len(parts) < 5:
+        return None
+    seed = int(m_seed.group(1))
+    # base2new/<split>/<DATASET>/shots_<K>/<TRAINER>/<CFG>/seed<S>
+    if len(parts) >= 8 and parts[-7] == "base2new" and parts[-6] in BASE2NEW_SPLITS:
+        m_shots = _SHOTS_RE.match(parts[-4])
+        if m_shots:
+            return RunIdentity(parts[-3], parts[-2], parts[-5], int(m_shots.group(1)), seed)
+        return None
+    # evaluation/<TRAINER>/<CFG>_<K>shots/<DATASET>/seed<S>
+    m_cfg = _SHOTS_CFG_RE.match(parts[-3])
+    if len(parts) >= 6 and parts[-5] == "evaluation" and m_cfg:
+        return RunIdentity(parts[-4], m_cfg.group(1), parts[-2], None, seed)
+    # <DATASET>/<TRAINER>/<CFG>_<K>shots/seed<S>
+    m_cfg = _SHOTS_CFG_RE.match(parts[-2])
+    if m_cfg:
+        return RunIdentity(parts[-3], m_cfg.group(1), parts[-4], int(m_cfg.group(2)), seed)
+    return None
 
 
 def few_shot_dir(output_root, trainer, cfg, dataset, shots, seed):

@@ -175,8 +175,12 @@ def _seed_result(output_root: str, key: RunKey) -> Tuple[Optional[float], Option
 
 def _why(output_root: str, key: RunKey, side: str) -> str:
     dirs = base2new_dirs(output_root, key)
-    split = "test_new" if side == "novel" else "train_base"
-    if log_files(dirs[split]) or (side == "base" and log_files(dirs["test_base"])):
+    splits = ["test_new"] if side == "novel" else ["train_base", "test_base"]
+    logs = [p for split in splits for p in log_files(dirs[split])]
+    skipped = {p for split in splits for p in read_run(dirs[split]).skipped}
+    if logs and all(p in skipped for p in logs):
+        return "only logs of another run (skipped, see the warnings)"
+    if logs:
         return "unfinished (log has no final result)"
     return "no log"
 

@@ -4,12 +4,16 @@ import torchvision.transforms as T
 from tabulate import tabulate
 from torch.utils.data import Dataset as TorchDataset
 
-from errors import DatasetError
+from errors import DatasetError, ImageReadError
 
 from ..utils import read_image
 from .datasets import build_dataset
 from .samplers import build_sampler
 from .transforms import build_transform, interpolation_mode
+
+# A bad image can surface in any epoch (or only in the final test); the run stops there, and
+# nothing it has already written is touched.
+_KEPT = ("the checkpoints saved so far are kept, and a training resumes from the last one.")
 
 _SPLIT_NAMES = {
     "train_x": "training",
@@ -198,7 +202,7 @@ class DatasetWrapper(TorchDataset):
             "impath": item.impath,
             "index": idx,
         }
-        img0 = read_image(item.impath)
+        img0 = self._read_image(item.impath)
         if self.transform is None:
             output["img"] = img0
         elif isinstance(self.transform, (list, tuple)):
@@ -210,6 +214,21 @@ class DatasetWrapper(TorchDataset):
         if self.return_img0:
             output["img0"] = self.to_tensor(img0)
         return output
+
+    def _read_image(self, path):
+        try:
+            return read_image(path)
+        except FileNotFoundError:
+            raise DatasetError(
+                f"Image {path} has disappeared since the dataset was listed. Restore it (or "
+                f"the dataset folder) and rerun the same command: {_KEPT}"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, it is this file
+            raise ImageReadError(
+                f"Image {path} cannot be read ({type(exc).__name__}: {exc}): the file is "
+                f"corrupt or not an image. Replace it with a good copy (extract it again from "
+                f"the dataset's archive) and rerun the same command: {_KEPT}"
+            ) from None
 
     def _transform_image(self, tfm, img0):
         views = [tfm(img0) for _ in range(self.k_tfm)]
