@@ -234,7 +234,64 @@ def refuse_connections(case):
     case.monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
 
+def hold_the_lock(case):
+    """Another process is writing to the run's folder."""
+    import run_folder
+
+    case.held = run_folder.lock(str(case.out))
+
+
+def release_the_lock(case):
+    case.held.__exit__(None, None, None)
+    assert train_in_process([str(a) for a in case.args()]) == 0  # then the run goes ahead
+
+
+def truncate_last_checkpoint(case):
+    case.train(out=case.out)
+    truncate(case.out / "prompt_learner" / "model.pth.tar-2")
+
+
+def checkpoints_without_identity(case):
+    (case.out / "prompt_learner").mkdir(parents=True)
+    (case.out / "prompt_learner" / "model.pth.tar-1").write_bytes(b"from another tool")
+
+
 FAULTS = [
+    # ---- runs into another run's folder (run_folder.py)
+    Fault("another_seed_into_a_finished_run",
+          inject=lambda case: case.train(out=case.out),
+          argv=lambda case: case.args(seed=2),
+          fix=["belongs to another run", "SEED 1 -> 2", "Use another --output-dir"]),
+    Fault("fewer_epochs_into_a_finished_run",
+          inject=lambda case: case.train(out=case.out),
+          argv=lambda case: case.args("OPTIM.MAX_EPOCH", "1"),
+          fix=["belongs to another run", "OPTIM.MAX_EPOCH 2 -> 1", "Use another --output-dir"]),
+    Fault("a_second_writer_into_the_same_folder",
+          inject=hold_the_lock, after=release_the_lock,
+          fix=["Another process is writing to", "use another --output-dir"]),
+    Fault("checkpoints_without_an_identity",
+          inject=checkpoints_without_identity,
+          fix=["holds checkpoints but no run.json", "use another --output-dir"]),
+    Fault("truncated_checkpoint",
+          inject=truncate_last_checkpoint,
+          fix=["model.pth.tar-2", "resume from epoch 1"]),
+    # ---- runs that would silently do nothing
+    Fault("max_epoch_0",
+          argv=lambda case: case.args("OPTIM.MAX_EPOCH", "0"),
+          fix=["OPTIM.MAX_EPOCH must be >= 1, got 0"]),
+    Fault("proxyfda_image_set_with_a_batch_of_2",
+          argv=lambda case: case.args("DATALOADER.TRAIN_X.BATCH_SIZE", "2", "PROXYFDA.ENABLE", "True",
+                                      trainer="MaPLe", config="configs/trainers/MaPLe/tiny_2ctx.yaml"),
+          fix=["PROXYFDA.IMAGE_WEIGHT", "a batch of 2", "DATALOADER.TRAIN_X.BATCH_SIZE to 3 or more",
+               "PROXYFDA.SAMPLER"]),
+    Fault("zero_shot_clip_with_a_regularizer",
+          argv=lambda case: ["--eval-only", *case.args("LDIFS.ENABLE", "True", trainer="ZeroshotCLIP")],
+          fix=["ZeroshotCLIP learns nothing", "LDIFS.ENABLE False"]),
+    Fault("a_regularizer_the_trainer_cannot_feed",
+          argv=lambda case: case.args("PACE.ENABLE", "True", trainer="CoCoOp",
+                                      config="configs/trainers/CoCoOp/tiny_ctxv1.yaml"),
+          fix=["PACE does not apply to CoCoOp", "PACE.ENABLE False"]),
+    # ---- broken inputs
     Fault("split_json_truncated",
           inject=lambda case: truncate(case.root / "digits" / "split_Digits.json"),
           argv=lambda case: case.args(dataset="digits"),
