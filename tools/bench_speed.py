@@ -114,11 +114,11 @@ def _batch_first(transformer):
 
 # ------------------------------------------------------------------ building
 def _cfg(trainer, weights, image_size):
-    import train
     from dassl_compat import get_cfg_default
+    from run_config import extend_cfg
 
     cfg = get_cfg_default()
-    train.extend_cfg(cfg)
+    extend_cfg(cfg)
     cfg.merge_from_file(os.path.join(REPO, CONFIGS[trainer]))
     cfg.MODEL.BACKBONE.NAME = weights
     cfg.MODEL.BACKBONE.PRETRAINED = ""

@@ -39,8 +39,8 @@ VARIANTS = {
 }
 
 
-def build_variant(train, build_trainer, root, out, trainer, extra):
-    args = train.build_parser().parse_args([
+def build_variant(run_config, build_trainer, root, out, trainer, extra):
+    args = run_config.build_parser().parse_args([
         "--root", root, "--seed", "1", "--trainer", trainer,
         "--dataset-config-file", "configs/datasets/image_folder.yaml",
         "--config-file", CONFIGS[trainer], "--output-dir", out,
@@ -48,7 +48,7 @@ def build_variant(train, build_trainer, root, out, trainer, extra):
         f"TRAINER.{train_node(trainer)}.PREC", "fp32", "DATALOADER.NUM_WORKERS", "0",
         "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATASET.SUBSAMPLE_CLASSES", "base", *extra])
     with contextlib.redirect_stdout(open(os.devnull, "w")):
-        t = build_trainer(train.setup_cfg(args))
+        t = build_trainer(run_config.setup_cfg(args))
     torch.manual_seed(0)
     batch = next(iter(t.train_loader_x))
     t.set_model_mode("train")
@@ -76,7 +76,7 @@ def main():
     args = parser.parse_args()
     os.environ.setdefault("DASSL_ENGINE", "builtin")
 
-    import train
+    import run_config
     from dassl_compat import build_trainer
 
     work = tempfile.mkdtemp(prefix="time-regularizers-")
@@ -86,7 +86,7 @@ def main():
     torch.manual_seed(0)
     rows = []
     for trainer in args.trainers:
-        built = {name: build_variant(train, build_trainer, work,
+        built = {name: build_variant(run_config, build_trainer, work,
                                      osp.join(work, f"{trainer}-{name}"), trainer, VARIANTS[name])
                  for name in args.variants}
         times = {name: [] for name in built}
