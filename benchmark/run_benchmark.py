@@ -288,7 +288,8 @@ def main(argv=None):
     if not a.summary_only:
         run_steps(zeroshot_steps(output, root))
     zs = zeroshot_numbers(output)
-    points = [(t, reg, s, seed) for t in a.trainers for reg in a.regs for s in a.sets
+    # regularizer outermost: every trainer's "none" runs first, then Proxy-FDA, ...
+    points = [(t, reg, s, seed) for reg in a.regs for t in a.trainers for s in a.sets
               for seed in a.seeds]
 
     def one(point):
