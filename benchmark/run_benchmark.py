@@ -318,7 +318,10 @@ def main(argv=None):
     with open(os.path.join(bench, name), "w") as f:
         f.write(md)
     print(md)
-    print(f"{len(rows)} runs; wall {time.time() - start:.0f} s")
+    import resource
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"{len(rows)} runs; wall {time.time() - start:.0f} s; CPU time of the train.py "
+          f"subprocesses {child.ru_utime + child.ru_stime:.0f} s")
 
 
 if __name__ == "__main__":
