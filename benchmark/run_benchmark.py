@@ -114,11 +114,18 @@ def forgetting(acc_tuned: Dict[str, float], acc_zs: Dict[str, float]) -> dict:
             "mean": float(np.mean(list(deltas.values()))) if deltas else float("nan")}
 
 
+def excludes_zero(ci: dict) -> bool:
+    return ci["n"] >= 2 and (ci["lo"] > 0 or ci["hi"] < 0)
+
+
 def fmt_ci(ci: dict, sign: bool = True) -> str:
+    """``mean [lo, hi]``, one decimal; `` *`` when the interval excludes 0 (decided on the
+    unrounded bounds: [-1.4, +0.0] may or may not)."""
     f = "{:+.1f}" if sign else "{:.1f}"
     if ci["n"] < 2:
         return f.format(ci["mean"])
-    return f"{f.format(ci['mean'])} [{f.format(ci['lo'])}, {f.format(ci['hi'])}]"
+    mark = " *" if excludes_zero(ci) else ""
+    return f"{f.format(ci['mean'])} [{f.format(ci['lo'])}, {f.format(ci['hi'])}]{mark}"
 
 
 # ---------------------------------------------------------------- running train.py
@@ -220,7 +227,7 @@ def summarize(rows: List[dict], zs: Dict[str, dict], sets: Sequence[str]) -> str
             f"base {b:.1f}, novel {n:.1f}, HM {hm(b, n):.1f}.", ""]
     lines += ["Means over sets x seeds; [lo, hi] = 95% t-interval over the n = sets x seeds "
               "runs (ΔNew, Δbase: paired against zero-shot; forget: mean Δacc on the other "
-              "sets).", "",
+              "sets); * = the interval excludes 0.", "",
               "| trainer | reg | n | base | novel | HM | Δbase | ΔNew | forget |",
               "|---|---|---|---|---|---|---|---|---|"]
     trainers = [t for t in TRAINERS if any(r["trainer"] == t for r in rows)]

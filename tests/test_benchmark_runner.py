@@ -39,7 +39,11 @@ def test_mean_and_95_percent_t_interval():
     assert ci["n"] == 4 and ci["mean"] == pytest.approx(2.5)
     assert ci["lo"] == pytest.approx(2.5 - half, abs=1e-5)
     assert ci["hi"] == pytest.approx(2.5 + half, abs=1e-5)
-    assert rb.fmt_ci(ci) == "+2.5 [+0.4, +4.6]"
+    assert rb.fmt_ci(ci) == "+2.5 [+0.4, +4.6] *"  # excludes 0
+    # the mark is decided on the unrounded bounds: -0.67 [-1.35, +0.02] rounds to +0.0
+    near = rb.mean_ci([-0.8, -0.4, -0.8, 0.4, -0.8, -1.6])
+    assert near["hi"] == pytest.approx(0.019, abs=1e-3)
+    assert rb.fmt_ci(near) == "-0.7 [-1.4, +0.0]" and not rb.excludes_zero(near)
     assert rb.t_quantile(5) == pytest.approx(2.570582, abs=1e-6)
     one = rb.mean_ci([7.0])
     assert one["mean"] == 7.0 and math.isnan(one["lo"]) and rb.fmt_ci(one) == "+7.0"
@@ -63,8 +67,8 @@ def test_summary_tables_carry_the_intervals():
     zs = {s: {"base": 75.0, "novel": 55.0, "all": 50.0} for s in rb.ALL_SETS + ("a", "b")}
     md = rb.summarize(rows, zs, ["a", "b"])
     line = next(l for l in md.splitlines() if l.startswith("| CoOp | proxyfda | 4 | +2.5"))
-    assert "| +2.5 [+0.4, +4.6] |" in line  # Δ novel against none
-    assert line.endswith("| +1.0 [+1.0, +1.0] |")  # Δ forget
+    assert "| +2.5 [+0.4, +4.6] * |" in line  # Δ novel against none
+    assert line.endswith("| +1.0 [+1.0, +1.0] * |")  # Δ forget: +1 in every pair
     none = next(l for l in md.splitlines() if l.startswith("| CoOp | none | 4 |"))
     assert "| 55.0 |" in none  # mean novel
     # ΔNew = novel - 55: -5, -3, 5, 3; sd sqrt(68/3), half 3.1824 * 4.761 / 2 = 7.58
