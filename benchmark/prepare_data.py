@@ -2,12 +2,16 @@
 
     python benchmark/prepare_data.py --out DATA [--sets FashionMNIST MNIST] [--seed 0]
 
-For each set (benchmark/sets.py) this writes
+For each source set (benchmark/sets.py, SETS) this writes
 
     DATA/<folder>/images/<class>/<index>.png     the source images, native size, grayscale
     DATA/<folder>/split_<Name>.json              {"train"|"val"|"test": [[relpath, label, classname], ...]}
     DATA/<folder>/pretrain.json                  {"pretrain": [...]}: the tiny CLIP's pretraining
                                                  images, disjoint from train, val and test
+
+and for each noisy base-to-novel set (BENCH_SETS: ClothesAnimals, NoisyMNIST, NoisyDigits)
+the same layout without pretrain.json, its images the sources' train / val / test images with
+Gaussian pixel noise.
 
 ``--sample FILE`` also writes the first ``--sample-per-class`` test images of each
 class of each set into one small .npz (``<Name>_images``, ``<Name>_labels``): the
@@ -29,7 +33,7 @@ from PIL import Image
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from benchmark.sets import SETS, SETS_BY_NAME, cut  # noqa: E402
+from benchmark.sets import BENCH_SETS, BENCH_SETS_BY_NAME, SETS, SETS_BY_NAME, cut, cut_noisy  # noqa: E402
 
 PARTS = ("train", "val", "test")
 
@@ -60,6 +64,26 @@ def write_set(image_set, out, seed=0):
     print(f"{image_set.name}: {root} ({sizes})")
 
 
+def write_noisy_set(bench_set, out, seed=0):
+    """A base-to-novel set (benchmark/sets.py, BENCH_SETS): the sources' train / val / test
+    images with noise, as PNGs in the same layout (no pretrain part)."""
+    root = osp.join(out, bench_set.folder)
+    rows = {}
+    for part, (images, labels, ids) in cut_noisy(bench_set, seed).items():
+        rows[part] = []
+        for image, label, source_id in zip(images, labels, ids):
+            classname = bench_set.classnames[label]
+            relpath = f"{class_folder(classname)}/{source_id}.png"
+            path = osp.join(root, "images", relpath)
+            os.makedirs(osp.dirname(path), exist_ok=True)
+            Image.fromarray(image, mode="L").save(path)
+            rows[part].append([relpath, int(label), classname])
+    with open(osp.join(root, bench_set.split_file), "w") as f:
+        json.dump({p: rows[p] for p in PARTS}, f, indent=0)
+    sizes = ", ".join(f"{p} {len(rows[p])}" for p in PARTS)
+    print(f"{bench_set.name}: {root} ({len(bench_set.classnames)} classes; {sizes})")
+
+
 def write_sample(sets, path, per_class, seed=0):
     arrays = {}
     for image_set in sets:
@@ -75,15 +99,22 @@ def write_sample(sets, path, per_class, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="the data root (DATASET.ROOT)")
-    parser.add_argument("--sets", nargs="+", default=[s.name for s in SETS], choices=[s.name for s in SETS])
+    names = [s.name for s in SETS] + [s.name for s in BENCH_SETS]
+    parser.add_argument("--sets", nargs="+", default=names, choices=names,
+                        help="the clean sources (their pretrain parts are the tiny CLIP's "
+                             "pretraining data) and the noisy base-to-novel sets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sample", default="", help="also write a fixed test sample (.npz) here")
     parser.add_argument("--sample-per-class", type=int, default=5)
     args = parser.parse_args(argv)
     for name in args.sets:
-        write_set(SETS_BY_NAME[name], args.out, args.seed)
+        if name in SETS_BY_NAME:
+            write_set(SETS_BY_NAME[name], args.out, args.seed)
+        else:
+            write_noisy_set(BENCH_SETS_BY_NAME[name], args.out, args.seed)
     if args.sample:
-        write_sample([SETS_BY_NAME[n] for n in args.sets], args.sample, args.sample_per_class, args.seed)
+        write_sample([SETS_BY_NAME[n] for n in args.sets if n in SETS_BY_NAME], args.sample,
+                     args.sample_per_class, args.seed)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,55 @@ COMMON_TEMPLATES = [
 ]
 
 
+# ---------------------------------------------------------------- the benchmark's sets
+#
+# The four sources above are what the tiny CLIP was pretrained on (their "pretrain"
+# parts, clean). The base-to-novel sets are built from the same sources' train / val / test
+# parts (never the pretrain part), in a domain the pretraining never showed: every pixel
+# gets Gaussian noise (std NOISE_STD on the 0..255 scale, clipped), drawn once per image
+# from a RandomState seeded by the set. No caption word names this noise, so a learned
+# context cannot undo it the way it can undo a shift a word describes (a colour, a size):
+# what CoOp gains on the base classes is class-specific and does not carry over to the
+# novel ones, as on real CLIP (benchmark/README.md, "Why noise").
+
+NOISE_STD = 90.0
+
+
+class NoisySet:
+    """A base-to-novel set: classes drawn from one or more sources, with noise.
+
+    ``parts`` lists ``(source ImageSet, source label)`` in this set's label order; the
+    first ``ceil(n/2)`` labels are the base classes (datasets/common.py).
+    """
+
+    def __init__(self, name, folder, parts, noise_std=NOISE_STD, noise_seed=0):
+        self.name = name
+        self.folder = folder
+        self.parts = parts
+        self.classnames = [src.classnames[label] for src, label in parts]
+        self.noise_std = noise_std
+        self.noise_seed = noise_seed
+
+    @property
+    def split_file(self):
+        return f"split_{self.name}.json"
+
+
+def _interleave(a, b):
+    """Label order: a's base, b's base, a's novel, b's novel (each source split in halves),
+    so that the base classes of the merged set hold half of each source."""
+    half_a, half_b = len(a.classnames) // 2, len(b.classnames) // 2
+    return ([(a, i) for i in range(half_a)] + [(b, i) for i in range(half_b)]
+            + [(a, i) for i in range(half_a, len(a.classnames))]
+            + [(b, i) for i in range(half_b, len(b.classnames))])
+
+
+def noisy(image, rng, std):
+    """``image`` (uint8) plus N(0, std) per pixel, rounded and clipped to 0..255."""
+    return np.clip(np.round(image.astype(np.float64) + rng.normal(0.0, std, image.shape)),
+                   0, 255).astype(np.uint8)
+
+
 def captions(image_set):
     """Every caption of every class of ``image_set``: ``[[caption, ...] per class]``."""
     templates = COMMON_TEMPLATES + image_set.templates
@@ -163,3 +212,42 @@ def cut(image_set, seed=0):
         out["val"].extend(pool[n_tr : n_tr + n_val])
         out["pretrain"].extend(pool[n_tr + n_val : need])
     return x, y, {k: np.array(sorted(v)) for k, v in out.items()}
+
+
+BENCH_SETS = [
+    # two 20-class sets, 10 base each: half of each source's classes base, the other half novel
+    NoisySet("ClothesAnimals", "clothes_animals",
+             _interleave(SETS_BY_NAME["FashionMNIST"], SETS_BY_NAME["AnimalMNIST"]), noise_seed=1),
+    NoisySet("ClothesDigits", "clothes_digits",
+             _interleave(SETS_BY_NAME["FashionMNIST"], SETS_BY_NAME["MNIST"]), noise_seed=4),
+    NoisySet("AnimalsDigits", "animals_digits",
+             _interleave(SETS_BY_NAME["AnimalMNIST"], SETS_BY_NAME["Digits"]), noise_seed=5),
+    NoisySet("NoisyMNIST", "noisy_mnist", [(SETS_BY_NAME["MNIST"], i) for i in range(10)],
+             noise_seed=2),
+    NoisySet("NoisyDigits", "noisy_digits", [(SETS_BY_NAME["Digits"], i) for i in range(10)],
+             noise_seed=3),
+]
+BENCH_SETS_BY_NAME = {s.name: s for s in BENCH_SETS}
+
+
+def cut_noisy(bench_set, seed=0):
+    """``{part: (images, labels, source ids)}`` for train / val / test of a noisy set: each
+    class's images are its source's part of that name (``cut(source, seed)``), in the
+    source's order, noised in the order the parts and classes are listed."""
+    sources = {}
+    for src, _ in bench_set.parts:
+        if src.name not in sources:
+            sources[src.name] = cut(src, seed)
+    rng = np.random.RandomState(bench_set.noise_seed)
+    out = {}
+    for part in ("train", "val", "test"):
+        images, labels, ids = [], [], []
+        for label, (src, src_label) in enumerate(bench_set.parts):
+            x, y, parts = sources[src.name]
+            idx = parts[part][y[parts[part]] == src_label]
+            for i in idx:
+                images.append(noisy(x[i], rng, bench_set.noise_std))
+                labels.append(label)
+                ids.append(f"{src.folder}_{i:05d}")
+        out[part] = (images, np.array(labels), ids)
+    return out

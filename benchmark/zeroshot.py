@@ -2,6 +2,7 @@
 
     python benchmark/zeroshot.py --data DATA --model benchmark/tiny_clip.pt
 
+Every set written under DATA is scored: the clean sources and the noisy base-to-novel sets.
 Images go through the same steps as the data pipeline's test transform
 (grayscale PNG -> RGB, bicubic resize to the model's input size, CLIP mean/std),
 and each class is prompted with ZeroshotCLIP's default "a photo of a {}.".
@@ -17,7 +18,7 @@ from PIL import Image
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from benchmark.sets import SETS  # noqa: E402
+from benchmark.sets import BENCH_SETS, SETS  # noqa: E402
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -84,9 +85,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model, name = load_clip(args.model, args.pretrained)
-    accs = evaluate(model, get_tokenizer(model, name), args.data, args.part)
+    sets = [s for s in SETS + BENCH_SETS
+            if osp.isfile(osp.join(args.data, s.folder, s.split_file))]
+    accs = evaluate(model, get_tokenizer(model, name), args.data, args.part, sets)
     print(f"| set | classes | zero-shot top-1 ({args.part}) | chance |\n|---|---|---|---|")
-    for s in SETS:
+    for s in sets:
         print(f"| {s.name} | {len(s.classnames)} | {accs[s.name]:.1f} | {100 / len(s.classnames):.1f} |")
 
 

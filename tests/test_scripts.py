@@ -125,7 +125,7 @@ def demo_default(demo_vars, key):
 def test_demo_defaults_name_existing_trainer_scripts_and_configs():
     with open(osp.join(SCRIPTS, "demo_base2new.sh")) as f:
         runs = re.search(r'^RUNS="\$\{RUNS:-([^}]+)\}"', f.read(), flags=re.M).group(1).split()
-    assert [r.split("/")[0] for r in runs] == ["ZeroshotCLIP", "MaPLe", "MaPLe"]
+    assert [r.split("/")[0] for r in runs] == ["ZeroshotCLIP", "CoOp", "CoOp", "MaPLe", "MaPLe"]
     for run in runs:
         trainer, cfg = run.split("/")
         owners = [d for d, entry in protocol.TRAINERS.items() if entry.name == trainer]
@@ -244,17 +244,18 @@ def test_demo_runs_the_same_scripts_and_prints_the_table(b2n):
 
 
 def test_demo_default_dataset_is_prepared_and_scored_with_the_committed_clip(tmp_path):
-    # The main job's default path, zero-shot only (seconds): Digits is written from
-    # scikit-learn into the split-file layout, the committed tiny CLIP scores it through the
-    # zsclip scripts, and the table shows the numbers of benchmark/README.md.
+    # The main job's default path, zero-shot only (seconds): AnimalsDigits is written from
+    # animal-mnist and scikit-learn (with its pixel noise) into the split-file layout, the
+    # committed tiny CLIP scores it through the zsclip scripts, and the table shows the
+    # numbers of benchmark/README.md.
     env = dict(DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "out"), SEEDS="1",
                RUNS="ZeroshotCLIP/bench_tiny_clip")
     proc = run_script("demo_base2new.sh", env=env)
-    assert osp.isfile(tmp_path / "data" / "digits" / "split_Digits.json")
-    row = re.search(r"^digits\s+1\s+(\S+) ± 0.00\s+(\S+) ± 0.00\s+(\S+)", proc.stdout,
-                    flags=re.M)
+    assert osp.isfile(tmp_path / "data" / "animals_digits" / "split_AnimalsDigits.json")
+    row = re.search(r"^animals_digits\s+1\s+(\S+) ± 0.00\s+(\S+) ± 0.00\s+(\S+)",
+                    proc.stdout, flags=re.M)
     assert row, proc.stdout
-    assert [float(v) for v in row.groups()] == pytest.approx([97.2, 93.2, 95.16], abs=0.01)
+    assert [float(v) for v in row.groups()] == pytest.approx([60.0, 53.2, 56.40], abs=0.01)
     assert "published" not in proc.stdout.split("Notes:")[1]  # not the 11 datasets
 
 

@@ -330,6 +330,34 @@ def base2new_steps(trainer, cfg, dataset, seed, output, root, shots=DEFAULT_SHOT
     return steps
 
 
+def base2new_transfer_dir(output_root: str, trained_on: str, key: RunKey) -> str:
+    """Where a base-class training on ``trained_on`` is evaluated on all classes of
+    ``key.dataset``: ``OUTPUT/base2new/forget/<trained_on>/<key's relpath>``."""
+    return os.path.join(output_root, "base2new", "forget", trained_on, key.relpath())
+
+
+def base2new_transfer_step(trainer, cfg, trained_on, target, seed, output, root,
+                           shots=DEFAULT_SHOTS, opts=()) -> Step:
+    """Evaluate the base-class training of ``trained_on`` (base2new_steps' first step) on all
+    classes of ``target``, test split: what the training kept of another dataset. Config,
+    options and loaded epoch are those of the novel-class step; a zero-shot trainer loads
+    nothing (``trained_on`` then only names the folder)."""
+    entry = trainer_entry(trainer)
+    cfg_path = trainer_config(entry, cfg)
+    opts = [str(o) for o in opts]
+    given = dict(zip(opts[::2], opts[1::2]))
+    epoch = given.get("OPTIM.MAX_EPOCH") or load_epoch(cfg_path)
+    model_dir = None if entry.zeroshot else base2new_dirs(
+        output, RunKey(entry.name, cfg, trained_on, int(shots), int(seed)))["train_base"]
+    load = [] if model_dir is None else ["--model-dir", model_dir, "--load-epoch", str(epoch)]
+    key = RunKey(entry.name, cfg, target, int(shots), int(seed))
+    return Step(base2new_transfer_dir(output, trained_on, key),
+                [*_common(entry, cfg_path, target, seed, root), *load, "--eval-only",
+                 "DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", "all", *opts],
+                model_dir=model_dir,
+                requires=f"base2new_train.sh {trained_on} {seed} {cfg}")
+
+
 def few_shot_step(trainer, cfg, dataset, shots, seed, output, root) -> Step:
     entry = trainer_entry(trainer)
     cfg_path = trainer_config(entry, cfg)
