@@ -298,11 +298,14 @@ def test_the_folder_holds_the_result_of_its_own_logs_only(tmp_path):
 
 def test_a_variant_folder_holds_its_config_plus_options_but_a_config_folder_only_that_config(
         tmp_path):
-    # The CPU benchmark's runs: bench_tiny_clip.yaml plus LDIFS options, in bench_tiny_clip_ldifs
-    # (no config file of that name), are accepted; MaPLe has a bench_tiny_clip_proxyfda.yaml,
-    # so that folder holds runs of that file only.
+    # A sweep's runs: bench_tiny_clip.yaml plus options, in bench_tiny_clip_k10 (no config file
+    # of that name), are accepted; MaPLe has a bench_tiny_clip_proxyfda.yaml, so that folder
+    # holds runs of that file only.
+    import glob
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert not glob.glob(os.path.join(repo, "configs", "trainers", "CoOp", "bench_tiny_clip_k10*"))
     run = identity("CoOp", "bench_tiny_clip", "digits", 16)
-    d = run_dir(str(tmp_path), "test_new", "digits", "CoOp", 1, cfg="bench_tiny_clip_ldifs")
+    d = run_dir(str(tmp_path), "test_new", "digits", "CoOp", 1, cfg="bench_tiny_clip_k10")
     write(os.path.join(d, "log.txt"), eval_log(60.0, **run))
     assert read_run(d, warn=None).accuracy == 60.0
     run = identity("MaPLe", "bench_tiny_clip", "digits", 16)
