@@ -132,6 +132,15 @@ def test_grid_without_trainers_is_refused(tmp_path):
         sweep.main(["--datasets", "dtd", "--seeds", "1", "--root", "/d"])
 
 
+def _default_sigint():
+    """Ctrl-C's default action in the sweep and everything it starts: a shell that runs the
+    suite in the background (``pytest &`` without job control) starts it with SIGINT ignored,
+    and an ignored signal stays ignored across exec, so the sweep would never see it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_sweep_and_the_next_one_resumes_from_the_checkpoint(tmp_path):
     import signal
     import subprocess
@@ -147,7 +156,7 @@ def test_ctrl_c_stops_the_sweep_and_the_next_one_resumes_from_the_checkpoint(tmp
             "--train-cmd", held_train, "--test-cmd", STAND_IN_TEST]
     proc = subprocess.Popen([sys.executable, "tools/sweep.py", *argv], cwd=sweep.REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
     train_dir = os.path.join(output, "base2new", "train_base", "dtd", "shots_16", "CoOp",
                              "vit_b16_ep2", "seed1")
     first_ckpt = os.path.join(train_dir, "prompt_learner", "model.pth.tar-1")
