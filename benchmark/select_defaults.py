@@ -31,6 +31,14 @@ from tools.protocol import base2new_steps  # noqa: E402
 
 SELECTION_SET = "noisy_digits"
 SEEDS = (1, 2)
+_BOTH_TOWERS: Dict[str, List[str]] = {  # MaPLe and PromptSRC: both towers prompted
+    "none": [],
+    "text1_image1": ["PROXYFDA.ENABLE", "True"],
+    "text10_image10": ["PROXYFDA.ENABLE", "True", "PROXYFDA.TEXT_WEIGHT", "10.0",
+                       "PROXYFDA.IMAGE_WEIGHT", "10.0"],
+    "image30": ["PROXYFDA.ENABLE", "True", "PROXYFDA.TEXT_WEIGHT", "0.0",
+                "PROXYFDA.IMAGE_WEIGHT", "30.0"],
+}
 #: candidates per trainer, KEY VALUE options on top of bench_tiny_clip.yaml; the first is
 #: config.py's defaults. CoOp has text prompts only, so only the class-text set applies.
 CANDIDATES: Dict[str, Dict[str, List[str]]] = {
@@ -39,22 +47,8 @@ CANDIDATES: Dict[str, Dict[str, List[str]]] = {
         "text1": ["PROXYFDA.ENABLE", "True", "PROXYFDA.TEXT_WEIGHT", "1.0"],
         "text10": ["PROXYFDA.ENABLE", "True", "PROXYFDA.TEXT_WEIGHT", "10.0"],
     },
-    "MaPLe": {
-        "none": [],
-        "text1_image1": ["PROXYFDA.ENABLE", "True"],
-        "text10_image10": ["PROXYFDA.ENABLE", "True", "PROXYFDA.TEXT_WEIGHT", "10.0",
-                           "PROXYFDA.IMAGE_WEIGHT", "10.0"],
-        "image30": ["PROXYFDA.ENABLE", "True", "PROXYFDA.TEXT_WEIGHT", "0.0",
-                    "PROXYFDA.IMAGE_WEIGHT", "30.0"],
-    },
-    "PromptSRC": {
-        "none": [],
-        "text1_image1": ["PROXYFDA.ENABLE", "True"],
-        "text10_image10": ["PROXYFDA.ENABLE", "True", "PROXYFDA.TEXT_WEIGHT", "10.0",
-                           "PROXYFDA.IMAGE_WEIGHT", "10.0"],
-        "image30": ["PROXYFDA.ENABLE", "True", "PROXYFDA.TEXT_WEIGHT", "0.0",
-                    "PROXYFDA.IMAGE_WEIGHT", "30.0"],
-    },
+    "MaPLe": dict(_BOTH_TOWERS),
+    "PromptSRC": dict(_BOTH_TOWERS),
 }
 
 
