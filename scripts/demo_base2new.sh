@@ -5,8 +5,8 @@
 # with the committed tiny CLIP (benchmark/tiny_clip.pt): zero-shot, CoOp and MaPLe, each
 # without and with Proxy-FDA. For each run in RUNS and each seed: train on the 16-shot base
 # classes, test on the base and the novel classes; then print base / novel / HM (mean ± std
-# over seeds) and ΔNew against zero-shot CLIP. One seed by default (about 4 minutes on 2
-# cores); benchmark/run_benchmark.py runs the three-seed grid with intervals.
+# over seeds) and ΔNew against zero-shot CLIP. One seed by default (1.5 minutes on 2 idle
+# cores, 127 CPU s); benchmark/run_benchmark.py runs the three-seed grid with intervals.
 # Every step goes through the real per-trainer scripts (scripts/*/base2new_*.sh).
 #
 #   bash scripts/demo_base2new.sh
