@@ -52,8 +52,9 @@ def test_trainers_name_no_regularizer_and_read_no_regularizer_config():
 
 
 def test_no_committed_file_points_outside_the_repository():
+    # the team's notes, and this development machine's folders (a path that works only here)
     pattern = re.compile(r"\.\./shared|shared/(SPEC|STYLE|reference)|SPEC\.md|peers\.md|"
-                         r"methods\.md|parity[-]harness|STYLE\.md")
+                         r"methods\.md|parity[-]harness|STYLE\.md|/wor[k]/|/roo[t]/|/tm[p]/w")
     offenders = []
     for path in committed():
         if path.endswith((".pt", ".npz", ".png", ".jpg", ".gz")) or path.startswith("tests/golden"):
