@@ -299,6 +299,23 @@ def _common(entry, cfg_path, dataset, seed, root):
             "--dataset-config-file", dataset_config(dataset), "--config-file", cfg_path]
 
 
+def _eval_step(entry, cfg_path, out_dir, dataset, seed, root, model_dir, requires,
+               extra=(), opts=(), epoch=None) -> Step:
+    """``train.py --eval-only`` of the training in ``model_dir`` on ``dataset``, into
+    ``out_dir``; ``extra`` then ``opts`` follow ``--eval-only``. It loads ``epoch``, else
+    OPTIM.MAX_EPOCH of ``opts``, else the config's; a zero-shot trainer loads nothing."""
+    load = []
+    if not entry.zeroshot:
+        if epoch is None:
+            epoch = dict(zip(opts[::2], opts[1::2])).get("OPTIM.MAX_EPOCH")
+        if epoch is None:
+            epoch = load_epoch(cfg_path)
+        load = ["--model-dir", model_dir, "--load-epoch", str(epoch)]
+    return Step(out_dir, [*_common(entry, cfg_path, dataset, seed, root), *load, "--eval-only",
+                          *extra, *opts],
+                model_dir=None if entry.zeroshot else model_dir, requires=requires)
+
+
 def base2new_steps(trainer, cfg, dataset, seed, output, root, shots=DEFAULT_SHOTS,
                    test_base=False, load_epoch_arg=None, opts=()) -> List[Step]:
     """Train on the base classes, then evaluate on the novel ones (and, with ``test_base``,
@@ -306,27 +323,22 @@ def base2new_steps(trainer, cfg, dataset, seed, output, root, shots=DEFAULT_SHOT
     every step. The evaluations load the last epoch: ``load_epoch_arg``, else OPTIM.MAX_EPOCH
     of ``opts``, else the config's."""
     opts = [str(o) for o in opts]
-    if load_epoch_arg is None:
-        given = dict(zip(opts[::2], opts[1::2]))
-        load_epoch_arg = given.get("OPTIM.MAX_EPOCH")
     entry = trainer_entry(trainer)
     cfg_path = trainer_config(entry, cfg)
     dirs = base2new_dirs(output, RunKey(entry.name, cfg, dataset, int(shots), int(seed)))
-    common = _common(entry, cfg_path, dataset, seed, root)
     zeroshot = ["--eval-only"] if entry.zeroshot else []
-    train = Step(dirs["train_base"], [*common, *zeroshot, "DATASET.NUM_SHOTS", str(shots),
+    train = Step(dirs["train_base"], [*_common(entry, cfg_path, dataset, seed, root), *zeroshot,
+                                      "DATASET.NUM_SHOTS", str(shots),
                                       "DATASET.SUBSAMPLE_CLASSES", "base", *opts])
     steps = [train]
     for split, classes in (("test_new", "new"), ("test_base", "base")):
         if split == "test_base" and not test_base:
             continue
-        epoch = load_epoch_arg if load_epoch_arg is not None else load_epoch(cfg_path)
-        load = [] if entry.zeroshot else [
-            "--model-dir", dirs["train_base"], "--load-epoch", str(epoch)]
-        steps.append(Step(dirs[split], [*common, *load, "--eval-only", "DATASET.NUM_SHOTS",
-                                        str(shots), "DATASET.SUBSAMPLE_CLASSES", classes, *opts],
-                          model_dir=None if entry.zeroshot else dirs["train_base"],
-                          requires=f"base2new_train.sh {dataset} {seed} {cfg}"))
+        steps.append(_eval_step(entry, cfg_path, dirs[split], dataset, seed, root,
+                                dirs["train_base"], f"base2new_train.sh {dataset} {seed} {cfg}",
+                                ["DATASET.NUM_SHOTS", str(shots),
+                                 "DATASET.SUBSAMPLE_CLASSES", classes],
+                                opts, load_epoch_arg))
     return steps
 
 
@@ -343,19 +355,14 @@ def base2new_transfer_step(trainer, cfg, trained_on, target, seed, output, root,
     options and loaded epoch are those of the novel-class step; a zero-shot trainer loads
     nothing (``trained_on`` then only names the folder)."""
     entry = trainer_entry(trainer)
-    cfg_path = trainer_config(entry, cfg)
-    opts = [str(o) for o in opts]
-    given = dict(zip(opts[::2], opts[1::2]))
-    epoch = given.get("OPTIM.MAX_EPOCH") or load_epoch(cfg_path)
-    model_dir = None if entry.zeroshot else base2new_dirs(
+    model_dir = base2new_dirs(
         output, RunKey(entry.name, cfg, trained_on, int(shots), int(seed)))["train_base"]
-    load = [] if model_dir is None else ["--model-dir", model_dir, "--load-epoch", str(epoch)]
-    key = RunKey(entry.name, cfg, target, int(shots), int(seed))
-    return Step(base2new_transfer_dir(output, trained_on, key),
-                [*_common(entry, cfg_path, target, seed, root), *load, "--eval-only",
-                 "DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", "all", *opts],
-                model_dir=model_dir,
-                requires=f"base2new_train.sh {trained_on} {seed} {cfg}")
+    out_dir = base2new_transfer_dir(output, trained_on,
+                                    RunKey(entry.name, cfg, target, int(shots), int(seed)))
+    return _eval_step(entry, trainer_config(entry, cfg), out_dir, target, seed, root, model_dir,
+                      f"base2new_train.sh {trained_on} {seed} {cfg}",
+                      ["DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", "all"],
+                      [str(o) for o in opts])
 
 
 def few_shot_step(trainer, cfg, dataset, shots, seed, output, root) -> Step:
@@ -372,15 +379,9 @@ def transfer_steps(trainer, cfg, targets, seed, output, root, shots=DEFAULT_SHOT
     entry = trainer_entry(trainer)
     cfg_path = trainer_config(entry, cfg)
     model_dir = few_shot_dir(output, entry.name, cfg, XD_SOURCE, shots, seed)
-    steps = []
-    for dataset in targets:
-        load = [] if entry.zeroshot else [
-            "--model-dir", model_dir, "--load-epoch", str(load_epoch(cfg_path))]
-        steps.append(Step(transfer_dir(output, entry.name, cfg, shots, dataset, seed),
-                          [*_common(entry, cfg_path, dataset, seed, root), *load, "--eval-only"],
-                          model_dir=None if entry.zeroshot else model_dir,
-                          requires=f"xd_train.sh {seed} {cfg}"))
-    return steps
+    return [_eval_step(entry, cfg_path, transfer_dir(output, entry.name, cfg, shots, dataset, seed),
+                       dataset, seed, root, model_dir, f"xd_train.sh {seed} {cfg}")
+            for dataset in targets]
 
 
 def steps_for(protocol, trainer, positionals, cfg, output, root, shots=DEFAULT_SHOTS):
