@@ -5,11 +5,9 @@
 of CoOp's ``split_zhou_*.json``, so they load, draw few-shot sets and split
 base/new exactly as the real benchmarks do.
 """
-import os
+from dassl_compat import DATASET_REGISTRY
 
-from dassl_compat import DATASET_REGISTRY, DatasetBase
-
-from .common import SplitDataset, dataset_folder, few_shot, subsample_classes
+from .common import SplitDataset
 
 
 class BenchmarkSet(SplitDataset):
@@ -64,15 +62,7 @@ class NoisyBenchmarkSet(BenchmarkSet):
     kept whole (the few-shot draw is of train only): the benchmark selects its defaults on it
     (``TEST.SPLIT val``), and a 4-image-per-class val would be too small to select on."""
 
-    def __init__(self, cfg):  # SplitDataset.__init__, with the whole val split
-        self.name = type(self).__name__
-        self.dataset_dir = dataset_folder(cfg, self.folder(cfg), self.name, self.how_to_get())
-        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
-        self.cfg = cfg
-        train, val, test = self.load_splits()
-        train, _ = few_shot(cfg, self.dataset_dir, train, None, self.name, self._cache_tag)
-        train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
-        DatasetBase.__init__(self, train_x=train, val=val, test=test)
+    fewshot_val = False
 
 
 @DATASET_REGISTRY.register()

@@ -427,7 +427,7 @@ class SplitDataset(DatasetBase):
     image_subdir = ""      # split paths are relative to <dataset_dir>/<image_subdir>
     split_file = ""        # the published split, e.g. "split_zhou_OxfordPets.json"
     downloads = {}         # file name in dataset_dir -> Google Drive id
-    fewshot_val = True     # draw a min(K, 4)-shot val set too
+    fewshot_val = True     # draw a min(K, 4)-shot val set too (False: keep the whole val split)
 
     def __init__(self, cfg):
         self.name = type(self).__name__
@@ -435,9 +435,10 @@ class SplitDataset(DatasetBase):
         self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
         self.cfg = cfg
         train, val, test = self.load_splits()
-        train, val = few_shot(
+        train, drawn_val = few_shot(
             cfg, self.dataset_dir, train, val if self.fewshot_val else None, self.name, self._cache_tag
         )
+        val = drawn_val if self.fewshot_val else val
         train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         super().__init__(train_x=train, val=val, test=test)
 

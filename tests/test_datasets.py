@@ -218,6 +218,31 @@ def test_imagenet_fewshot_equals_the_reference_pinned_draw(tmp_path, seed):
     assert [r[0] for r in rel(dataset.train_x, train_dir)] == PINNED_IMAGENET[seed]
 
 
+@pytest.mark.parametrize("name,folder,whole_val", [("ClothesAnimals", "clothes_animals", True),
+                                                    ("Digits", "digits", False)])
+def test_benchmark_noisy_sets_keep_their_whole_val_split(tmp_path, name, folder, whole_val):
+    # The CPU benchmark selects its defaults on a noisy set's val split (TEST.SPLIT val), so a
+    # noisy set draws its few-shot train only and keeps val whole (fewshot_val False); a clean
+    # source set draws a min(K, 4)-shot val as the real datasets do.
+    split = {"train": [], "val": [], "test": []}
+    n = 1
+    for label, per_part in enumerate(COUNTS):
+        for part, count in zip(("train", "val", "test"), per_part):
+            for _ in range(count):
+                relpath = f"c{label}/{n}.png"
+                n += 1
+                touch(os.path.join(tmp_path, folder, "images", relpath))
+                split[part].append([relpath, label, f"class{label}"])
+    with open(os.path.join(tmp_path, folder, f"split_{name}.json"), "w") as f:
+        json.dump(split, f)
+    data = build(tmp_path, name, shots=2)
+    assert len(data.train_x) == 2 * 5
+    assert len(data.val) == (11 if whole_val else 2 + 2 + 1 + 2 + 2)
+    if whole_val:
+        assert sorted(rel(data.val, os.path.join(tmp_path, folder, "images"))) == \
+            sorted(tuple(r) for r in split["val"])
+
+
 def test_moved_root_keeps_the_fewshot_cache(tmp_path):
     make_split_layout(tmp_path / "a", "DescribableTextures")
     first = build(tmp_path / "a", "DescribableTextures", shots=2, seed=5)
