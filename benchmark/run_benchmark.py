@@ -52,7 +52,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.logparse import run_finished  # noqa: E402
+from tools.logparse import read_run, run_finished  # noqa: E402
 from tools.protocol import (RunKey, Step, base2new_dirs, base2new_steps,  # noqa: E402
                             base2new_transfer_step)
 
@@ -131,16 +131,10 @@ def fmt_ci(ci: dict, sign: bool = True) -> str:
 # ---------------------------------------------------------------- running train.py
 
 def last_accuracy(out_dir: str) -> float:
-    """The last ``* accuracy: X%`` line of the newest log in out_dir (nan if none)."""
-    logs = sorted(n for n in os.listdir(out_dir) if n.startswith("log.txt")) \
-        if os.path.isdir(out_dir) else []
-    val = float("nan")
-    for name in logs:
-        with open(os.path.join(out_dir, name), errors="replace") as f:
-            for line in f:
-                if line.startswith("* accuracy:"):
-                    val = float(line.split(":")[1].strip().rstrip("%"))
-    return val
+    """The run's result as the results tool reads it (``tools.logparse.read_run``: the newest
+    log of this run with a final accuracy), nan if it has none."""
+    acc = read_run(out_dir).accuracy
+    return float("nan") if acc is None else acc
 
 
 def run_steps(steps: Sequence[Step]) -> None:
