@@ -51,6 +51,13 @@ def _summary(ident):
             f"{ident.get('OPTIM.MAX_EPOCH')} epochs")
 
 
+def _write(path, ident):
+    """Write ``ident`` to ``path`` atomically (a kill leaves the old file or the new one)."""
+    with open(path + ".part", "w") as f:
+        json.dump(ident, f, indent=1)
+    os.replace(path + ".part", path)
+
+
 def check_identity(output_dir, cfg):
     """Record the run's identity in a new folder, or check that an existing folder is this
     run's. A folder with checkpoints but no identity (another tool, an older version) is
@@ -64,10 +71,7 @@ def check_identity(output_dir, cfg):
             raise RunFolderError(
                 f"{output_dir} holds checkpoints but no {IDENTITY_FILE}, so it cannot be "
                 f"resumed safely; use another --output-dir, or delete the folder to start over.")
-        tmp = path + ".part"
-        with open(tmp, "w") as f:
-            json.dump(mine, f, indent=1)
-        os.replace(tmp, path)
+        _write(path, mine)
         return
     try:
         with open(path) as f:
@@ -80,9 +84,7 @@ def check_identity(output_dir, cfg):
         # More epochs continue the run (fewer would report the longer run's model)
         print(f"WARNING: extending the {theirs[differ[0]]}-epoch run in {output_dir} to "
               f"{mine[differ[0]]} epochs; its finished epochs followed the shorter LR schedule")
-        with open(path + ".part", "w") as f:
-            json.dump(mine, f, indent=1)
-        os.replace(path + ".part", path)
+        _write(path, mine)
         return
     if differ:
         shown = ", ".join(f"{k} {theirs.get(k)!r} -> {mine.get(k)!r}" for k in differ[:6])
@@ -93,26 +95,13 @@ def check_identity(output_dir, cfg):
 
 
 def lock(output_dir):
-    """The writer's lock on ``output_dir``: a context manager; a second writer is refused."""
+    """The writer's lock on ``output_dir``, held until the returned context manager exits;
+    a second writer is refused."""
     os.makedirs(output_dir, exist_ok=True)
     path = osp.join(output_dir, LOCK_FILE)
-    file_lock = FileLock(path, timeout=0)
     try:
-        file_lock.acquire()
+        return FileLock(path, timeout=0).acquire()
     except Timeout:
         raise RunFolderError(
             f"Another process is writing to {output_dir} (it holds {path}); wait for it to "
             f"finish, or use another --output-dir.") from None
-    return _Held(file_lock)
-
-
-class _Held:
-    def __init__(self, file_lock):
-        self.file_lock = file_lock
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file_lock.release()
-        return False
