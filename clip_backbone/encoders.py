@@ -154,10 +154,11 @@ class TextEncoder(nn.Module):
         ``1 : 1+n_ctx`` of ``embeddings`` (only read by a hook's ``prompt_noise``)."""
         hooks = hooks or NO_HOOKS
         length = embeddings.shape[1]
+        eot = self.eot_positions(tokens) if self.pool_type in ("argmax", "eos") else None
         if self.truncates and not hooks.hidden_layers:
             longest_deep = max((p.shape[-2] for p in deep_prompts or () if p is not None),
                                default=0)
-            length = max(int(self.eot_positions(tokens).max()) + 1, 1 + longest_deep)
+            length = max(int(eot.max()) + 1, 1 + longest_deep)
         x = embeddings[:, :length].to(self.dtype)
         if hooks.prompt_noise is not None and n_ctx:
             ctx = hooks.prompt_noise(x[:, 1:1 + n_ctx], 0, x.shape[0])
@@ -171,15 +172,16 @@ class TextEncoder(nn.Module):
         x = _run_blocks(self.transformer.resblocks, x.permute(1, 0, 2), mask, deep_prompts,
                         replace, hooks, self.checkpoint_blocks)
         x = self.ln_final(x.permute(1, 0, 2))
-        x = self._pool(x, tokens)
+        x = self._pool(x, eot)
         if self.text_projection is not None:
             x = self.text_projection(x) if isinstance(self.text_projection, nn.Linear) \
                 else x @ self.text_projection
         return x
 
-    def _pool(self, x, tokens):
+    def _pool(self, x, eot):
+        """``eot``: the end-of-text positions (argmax / eos pooling; None otherwise)."""
         if self.pool_type in ("argmax", "eos"):
-            return x[torch.arange(x.shape[0], device=x.device), self.eot_positions(tokens)]
+            return x[torch.arange(x.shape[0], device=x.device), eot]
         if self.pool_type == "first":
             return x[:, 0]
         if self.pool_type == "last":

@@ -77,7 +77,7 @@ class BaselineText(TextEncoder):
                 prompt = _batched(deep_prompts[i - 1], x.shape[0]).to(x.dtype)
                 x = torch.cat([x[:, :1], prompt, x[:, 1 + prompt.shape[1]:]], dim=1)
             x = block(x, attn_mask=self.attn_mask)
-        x = self._pool(self.ln_final(x), tokens)
+        x = self._pool(self.ln_final(x), self.eot_positions(tokens))
         return x @ self.text_projection
 
 
