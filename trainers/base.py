@@ -39,7 +39,8 @@ from dassl_compat import (
 )
 from datasets import dataset_template
 from errors import ConfigError, TrainingDiverged
-from regularizers import FeatureSets, FrozenCLIP, build_regularizers, regularization_loss
+from regularizers import (FeatureSets, FrozenCLIP, build_regularizers, needed_features,
+                          regularization_loss)
 
 from .models import ForwardHooks, StepLoss
 
@@ -148,6 +149,7 @@ class PromptTrainer(TrainerX):
             tower: sorted({i for reg in regs for i in reg.hidden_layers(towers[tower].num_layers)})
             for tower in self.prompted_towers()}
         self.perturber = next((reg for reg in regs if reg.perturbs_prompts), None)
+        self.regularizer_needs = needed_features(regs)
         self.step_count = 0
 
     def forward_hooks(self, hidden=True):
@@ -161,9 +163,7 @@ class PromptTrainer(TrainerX):
 
     def regularizer_loss(self, images, labels, step, hooks):
         """Hand the regularizers the feature sets they asked for (in one FeatureSets)."""
-        needs, features, backbone = set(), step.features, self.model.backbone
-        for reg in self.regularizers:
-            needs |= set(reg.needs)
+        needs, features, backbone = self.regularizer_needs, step.features, self.model.backbone
         feats = FeatureSets(labels=labels, logits=features.logits)
         if "text" in needs:
             feats.text = features.text
