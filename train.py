@@ -58,12 +58,10 @@ def _output_dir_error(output_dir, exc):
 
 
 def start_log(output_dir):
-    """Create the output folder and start its log, or one OutputDirError: a folder that
-    cannot be made (a file in the way, no permission, a read-only or full disk) fails here,
-    before anything is built, not with a traceback from the first write."""
+    """Start the run's log in its folder (``main`` made it), or one OutputDirError: a log
+    that cannot be written (no permission, a read-only or full disk) fails here, before
+    anything is built, not with a traceback from the first write."""
     try:
-        if output_folder(output_dir):
-            os.makedirs(output_folder(output_dir), exist_ok=True)
         setup_logger(output_dir)
     except OSError as exc:
         raise _output_dir_error(output_dir, exc) from None
@@ -75,7 +73,7 @@ def main(args):
     folder = output_folder(cfg.OUTPUT_DIR)
     if not folder:
         return run(args, cfg)
-    try:
+    try:  # a folder that cannot be made (a file in the way, no permission): one error
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise _output_dir_error(cfg.OUTPUT_DIR, exc) from None
