@@ -6,12 +6,29 @@ replace the last N_CTX_VISION tokens at blocks 1..PROMPT_DEPTH_VISION-1."""
 import torch
 import torch.nn as nn
 
-from dassl_compat import TRAINER_REGISTRY
 from errors import ConfigError
+from regularizers.config import ensure
 
 from .base import PromptTrainer
 from .models import VLPromptCLIP
 from .prompts import ClassPrompts, check_depth, deep_prompts, init_truncated_context
+from .registry import register_trainer
+
+
+def add_vl_prompt_keys(node, n_ctx):
+    """The keys IVLP and PromptSRC share (their prompt learner is one class)."""
+    ensure(node, "N_CTX_VISION", n_ctx)  # learnable vision tokens per layer
+    ensure(node, "N_CTX_TEXT", n_ctx)  # learnable text tokens per layer
+    ensure(node, "CTX_INIT", "a photo of a")  # text init words (same N_CTX rule as MaPLe)
+    ensure(node, "PREC", "fp16")  # fp16, fp32 or amp; always fp32 on CPU
+    ensure(node, "PROMPT_DEPTH_VISION", 9)  # prompted vision layers (0 = no vision prompts)
+    ensure(node, "PROMPT_DEPTH_TEXT", 9)  # prompted text layers (>= 1)
+    return node
+
+
+def add_ivlp_config(cfg):
+    """cfg.TRAINER.IVLP: independent deep prompts in each tower."""
+    add_vl_prompt_keys(ensure(cfg.TRAINER, "IVLP", type(cfg)()), n_ctx=2)
 
 
 class VLPromptLearner(nn.Module):
@@ -51,7 +68,7 @@ class VLPromptLearner(nn.Module):
         return self.ctx_vision, list(self.deep_ctx_vision)
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer(add_config=add_ivlp_config)
 class IVLP(PromptTrainer):
     METHOD_NODE = "IVLP"
     CHECKPOINT_NAME = "VLPromptLearner"

@@ -4,11 +4,19 @@ loss = CE + W * (1 - mean_c cos(t_c, t_c^hand))."""
 import torch.nn.functional as F
 
 from clip_backbone.templates import clean_classname
-from dassl_compat import TRAINER_REGISTRY
 from datasets import kgcoop_template
+from regularizers.config import ensure
 
 from .coop import CoOp, CoOpCLIP, PromptLearner
 from .models import Features, StepLoss
+from .registry import register_trainer
+
+
+def add_kgcoop_config(cfg):
+    """KgCoOp reads CoOp's node (as the reference, cfg.TRAINER.COOP) plus its weight W; its
+    peers' YAML "CTX_INIT: True" means "a photo of a"."""
+    c = ensure(cfg.TRAINER, "COOP", type(cfg)())
+    ensure(c, "W", 1.0)  # weight of 1 - mean cos(learned, hand-crafted class text features)
 
 
 class KgCoOpCLIP(CoOpCLIP):
@@ -26,7 +34,7 @@ class KgCoOpCLIP(CoOpCLIP):
         return 1.0 - cos.mean()
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer(add_config=add_kgcoop_config)
 class KgCoOp(CoOp):
     def build_custom_clip(self, cfg, classnames, backbone):
         template = kgcoop_template(cfg.DATASET.NAME)

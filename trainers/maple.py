@@ -8,12 +8,25 @@ import copy
 import torch
 import torch.nn as nn
 
-from dassl_compat import TRAINER_REGISTRY
 from errors import ConfigError
+from regularizers.config import ensure
 
 from .base import PromptTrainer
 from .models import VLPromptCLIP
 from .prompts import ClassPrompts, check_depth, deep_prompts, init_truncated_context
+from .registry import register_trainer
+
+
+def add_maple_config(cfg):
+    """cfg.TRAINER.MAPLE: coupled vision-language prompts (text prompts projected to the
+    vision width)."""
+    c = ensure(cfg.TRAINER, "MAPLE", type(cfg)())
+    ensure(c, "N_CTX", 2)  # learnable tokens per layer, in both towers
+    # init words; only the first N_CTX token embeddings are learned and, as in the reference,
+    # the prompt text keeps all the words ("a photo" learned, "of a" fixed)
+    ensure(c, "CTX_INIT", "a photo of a")
+    ensure(c, "PREC", "fp16")  # fp16, fp32 or amp; always fp32 on CPU
+    ensure(c, "PROMPT_DEPTH", 9)  # prompted layers (>= 1): the input plus blocks 1..DEPTH-1
 
 
 class MultiModalPromptLearner(nn.Module):
@@ -56,7 +69,7 @@ class MultiModalPromptLearner(nn.Module):
         return self.proj(self.ctx), deep
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer(add_config=add_maple_config)
 class MaPLe(PromptTrainer):
     METHOD_NODE = "MAPLE"
     CHECKPOINT_NAME = "MultiModalPromptLearner"

@@ -10,10 +10,22 @@ import torch
 import torch.nn.functional as F
 
 from clip_backbone.templates import IMAGENET_TEMPLATES, clean_classname
-from dassl_compat import TRAINER_REGISTRY
+from regularizers.config import ensure
 
-from .ivlp import IVLP, VLPromptLearner
+from .ivlp import IVLP, VLPromptLearner, add_vl_prompt_keys
 from .models import Features, StepLoss, VLPromptCLIP
+from .registry import register_trainer
+
+
+def add_promptsrc_config(cfg):
+    """cfg.TRAINER.PROMPTSRC: IVLP's keys (4 tokens per layer by default) and its losses and
+    GPA."""
+    c = add_vl_prompt_keys(ensure(cfg.TRAINER, "PROMPTSRC", type(cfg)()), n_ctx=4)
+    ensure(c, "TEXT_LOSS_WEIGHT", 25)  # L1 between prompted and frozen text features
+    ensure(c, "IMAGE_LOSS_WEIGHT", 10)  # L1 between prompted and frozen image features
+    # Gaussian prompt aggregation: epoch e (1-based) weighs N(e; GPA_MEAN, GPA_STD), normalised
+    ensure(c, "GPA_MEAN", 15)
+    ensure(c, "GPA_STD", 1)
 
 
 def gpa_weights(max_epoch, mean, std):
@@ -41,7 +53,7 @@ class PromptSRCCLIP(VLPromptCLIP):
         return self._frozen_text
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer(add_config=add_promptsrc_config)
 class PromptSRC(IVLP):
     """IVLP's prompts (and towers), PromptSRC's losses and GPA."""
 
@@ -67,7 +79,7 @@ class PromptSRC(IVLP):
         with torch.no_grad():
             frozen_text = F.normalize(model.frozen_text_features(), dim=-1)
             frozen_image = F.normalize(model.backbone.image(images), dim=-1)
-            zs_logits = scale * frozen_image @ frozen_text.t().to(frozen_image.dtype)
+            zs_logits = scale * frozen_image @ model.backbone.cast(frozen_text).t()
         loss_text = F.l1_loss(text, frozen_text, reduction="mean") * c.TEXT_LOSS_WEIGHT
         loss_image = F.l1_loss(image, frozen_image, reduction="mean") * c.IMAGE_LOSS_WEIGHT
         loss_kl = F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(zs_logits, dim=1),

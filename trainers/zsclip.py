@@ -5,12 +5,13 @@ import torch.nn as nn
 
 from clip_backbone import build_backbone, resolve_precision
 from clip_backbone.templates import clean_classname
-from dassl_compat import TRAINER_REGISTRY, TrainerX
+from dassl_compat import TrainerX
 from datasets import dataset_template
 from errors import ConfigError
 from regularizers import enabled_nodes
 
 from .models import PromptCLIP
+from .registry import register_trainer
 
 
 class ZeroshotModel(PromptCLIP):
@@ -23,7 +24,7 @@ class ZeroshotModel(PromptCLIP):
         return self.class_text_features
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer()  # reads TRAINER.COOP.PREC, as the peers' zeroshot.sh
 class ZeroshotCLIP(TrainerX):
     def check_cfg(self, cfg):
         nodes = enabled_nodes(cfg)
