@@ -81,6 +81,12 @@ class CLIPBackbone(nn.Module):
         """Width of the joint (projected) image/text feature space."""
         return self.clip.visual.output_dim
 
+    def cast(self, x):
+        """``x`` in the dtype the towers compute in: the one place a learner's tensor (a
+        feature, a prompt from fp32 parameters) is brought to the backbone's precision outside
+        the towers (inside, each tower casts what enters it)."""
+        return x.to(self.dtype)
+
     def tokenize(self, texts):
         return self.tokenizer(list(texts)).to(self.token_embedding.weight.device)
 

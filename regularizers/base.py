@@ -8,8 +8,9 @@ A regularizer is a module registered under its config node, peft style::
         def __init__(self, node, context): ...
         def forward(self, feats): return loss, {"ldifs_text": ...}
 
-Importing its module registers it; ``cfg.<NODE>.ENABLE True`` switches it on for any trainer
-that provides what it ``needs``, with no trainer code.
+Its module lives in ``regularizers/`` (every module there is imported, so it registers
+itself); ``cfg.<NODE>.ENABLE True`` switches it on for any trainer that can produce what it
+``needs``, with no trainer code.
 
 What the trainer's base class does with it, in order:
 
@@ -18,20 +19,25 @@ What the trainer's base class does with it, in order:
    with the class names and the dataset's hand template (``FrozenCLIP``), from which the
    regularizer computes the frozen features it owns (e.g. Proxy-FDA's frozen class text
    features under its templates);
-2. checks ``needs`` (names of ``FeatureSets`` fields) against the trainer's ``provides`` and
-   refuses, by name, what a trainer cannot give;
-3. registers ``optimizer()`` (the regularizer's own parameters, trained by its own loss term;
+2. registers ``optimizer()`` (the regularizer's own parameters, trained by its own loss term;
    checkpointed with it) and puts ``batch_sampler(labels)`` (if any) in the train loader;
+3. checks the contract on one probe batch, before any training: every feature the regularizer
+   ``needs`` (names, ``regularizers/features.py``) is produced for this trainer, every tower
+   it acts on returns the hidden states asked for and routes its learned prompts through
+   ``perturb``, and the regularizer's ``forward`` runs on the result. What fails is refused
+   there, with the reason, as one error;
 4. per step, asks the prompted forward pass for ``hidden_layers(depth)`` of each prompted
    tower and routes every learned prompt through ``perturb`` (only one regularizer may
    perturb prompts); runs a second noisy pass over the first ``second_pass_size(step, B)``
    samples when asked;
-5. hands it a ``FeatureSets`` and adds the loss it returns; the summary items are logged.
+5. hands it a ``FeatureSets`` and adds the loss it returns to the method's loss; its gradient
+   and its own optimizer's step are part of every update, whatever the method changes in
+   the update (``PromptTrainer.adjust_gradients``); the summary items are logged.
 
 The regularizers follow the model's train/eval mode; in eval mode ``perturb`` adds no noise.
 """
-from dataclasses import dataclass, field, fields
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -39,37 +45,9 @@ import torch.nn.functional as F
 
 from errors import ConfigError
 
+from .features import FeatureSets  # noqa: F401  (re-exported: the regularizers' input)
+
 TOWERS = ("text", "image")
-
-
-@dataclass
-class FeatureSets:
-    """What a trainer hands its regularizers in one step; fields a regularizer did not ask for
-    may stay None."""
-
-    # Prompted class-text features of the training classes, [C, d]; [B, C, d] for
-    # instance-conditioned prompts (CoCoOp).
-    text: Optional[torch.Tensor] = None
-    # Frozen CLIP text features of the same classes under hand-crafted templates, [C, d]. A
-    # regularizer that owns its templates computes them itself (None here).
-    text_frozen: Optional[torch.Tensor] = None
-    # Prompted image features of the batch, [B, d].
-    image: Optional[torch.Tensor] = None
-    # Frozen CLIP image features of the same augmented images, [B, d].
-    image_frozen: Optional[torch.Tensor] = None
-    # Logits of the (first) forward pass, [B, C], and the labels, [B].
-    logits: Optional[torch.Tensor] = None
-    labels: Optional[torch.Tensor] = None
-    # LDIFS: tower ("text" / "image") -> (prompted hidden states, frozen hidden states), each a
-    # list over ``hidden_layers(depth)`` of batch-first [N, T, D] tensors. The frozen list is
-    # None where the regularizer computes it itself (the class prompts of the text tower).
-    hidden: Optional[Dict[str, Tuple[List[torch.Tensor], Optional[List[torch.Tensor]]]]] = None
-    # PACE: logits of a second, independently noised pass over the first
-    # ``second_pass_size(step, B)`` samples of the batch, [n, C].
-    logits_second_pass: Optional[torch.Tensor] = None
-
-
-FEATURE_NAMES = tuple(f.name for f in fields(FeatureSets))
 
 
 class FrozenCLIP:
@@ -222,25 +200,16 @@ def regularization_loss(regularizers, feats):
 
 
 def build_regularizers(cfg, embed_dim=None, towers=("text",), prompt_depth=1, frozen=None,
-                       provides=None, trainer="this trainer", batch_size=None):
+                       batch_size=None):
     """The regularizers switched on in ``cfg`` ([] when all are off), in registration order.
 
     ``embed_dim``: width d of the joint embedding. ``towers``: the towers the trainer's prompts
     change. ``prompt_depth``: number of prompted layers. ``frozen``: a ``FrozenCLIP`` in a real
-    run. ``provides``: the FeatureSets fields the trainer can fill; a regularizer that needs
-    others is refused by name.
+    run. Whether a trainer can feed them is checked by the trainer (``PromptTrainer``), on a
+    probe batch.
     """
     context = RegularizerContext(towers, prompt_depth, embed_dim, frozen, batch_size)
     regs = [REGULARIZERS[node][0](cfg[node], context) for node in enabled_nodes(cfg)]
-    if provides is not None:
-        for reg in regs:
-            missing = sorted(set(reg.needs) - set(provides))
-            if missing:
-                raise ConfigError(
-                    f"{reg.node} does not apply to {trainer}: it needs {', '.join(missing)}, "
-                    f"which {trainer} does not provide (it provides {', '.join(sorted(provides))}"
-                    f"). Set {reg.node}.ENABLE False (see the README's regularizer table)."
-                )
     perturbing = [reg.node for reg in regs if reg.perturbs_prompts]
     if len(perturbing) > 1:
         raise ConfigError(

@@ -21,9 +21,10 @@ class ProxyFDA(Regularizer):
     prompts only. L_proxy (with PROXY.ENABLE) trains the generator only, so one backward pass
     serves both; the generator's parameters have their own optimizer (PROXY.LR).
 
-    Needs ``text`` and ``text_frozen`` when the trainer prompts the text tower and TEXT_WEIGHT > 0,
-    ``image`` and ``image_frozen`` when it prompts the image tower and IMAGE_WEIGHT > 0. It owns
-    its frozen class text features (under TEMPLATES) and, with SAMPLER.ENABLE, the batch sampler.
+    Needs ``text`` when the trainer prompts the text tower and TEXT_WEIGHT > 0 (the frozen class
+    text features, under TEMPLATES, are its own; given no frozen CLIP, as in unit tests, it
+    reads ``text_frozen``), ``image`` and ``image_frozen`` when it prompts the image tower and
+    IMAGE_WEIGHT > 0. With SAMPLER.ENABLE it owns the batch sampler.
     """
 
     name = "proxyfda"
@@ -44,7 +45,8 @@ class ProxyFDA(Regularizer):
         _check_choice("PROXYFDA.TEMPLATES", node.TEMPLATES, TEMPLATE_CHOICES)
         if int(node.K) < 1 or float(node.TAU) <= 0:
             raise ConfigError(f"PROXYFDA.K must be >= 1 and TAU > 0, got {node.K}, {node.TAU}.")
-        self.needs = frozenset(f for s in self.weights for f in (s, s + "_frozen"))
+        self.needs = frozenset(f for s in self.weights for f in (s, s + "_frozen")
+                               if not (f == "text_frozen" and context.frozen is not None))
         batch = int(node.SAMPLER.NUM_CLASSES) * int(node.SAMPLER.NUM_IMAGES) \
             if node.SAMPLER.ENABLE else context.batch_size
         if "image" in self.weights and batch is not None and batch < 3:
@@ -107,7 +109,7 @@ class ProxyFDA(Regularizer):
         total, summary, proxy_total = 0.0, {}, 0.0
         for set_name, weight in self.weights.items():
             z = self._get(feats, set_name)
-            if set_name == "text" and feats.text_frozen is None and self.text_frozen is not None:
+            if set_name == "text" and self.text_frozen is not None:
                 z_hat = self.text_frozen
             else:
                 z_hat = self._get(feats, set_name + "_frozen")

@@ -31,6 +31,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import pytest
 
+from tests.helpers.contract import HookIgnoringCoOp, StepOverridingCoOp, register_for_test
 from tests.helpers.tiny import REPO, TINY, train_in_process
 
 CONFIG = "configs/trainers/CoOp/tiny_ctxv1.yaml"
@@ -291,6 +292,21 @@ FAULTS = [
           argv=lambda case: case.args("PACE.ENABLE", "True", trainer="CoCoOp",
                                       config="configs/trainers/CoCoOp/tiny_ctxv1.yaml"),
           fix=["PACE does not apply to CoCoOp", "PACE.ENABLE False"]),
+    # ---- the extension contract: what would silently do nothing (tests/helpers/contract.py)
+    Fault("a_trainer_that_overrides_the_update",
+          inject=lambda case: register_for_test(case.monkeypatch, StepOverridingCoOp),
+          argv=lambda case: case.args("PROXYFDA.ENABLE", "True", trainer="StepOverridingCoOp"),
+          fix=["StepOverridingCoOp overrides backward_and_update", "leave out the regularizers",
+               "adjust_gradients"]),
+    Fault("pace_on_a_learner_that_does_not_route_the_prompt_noise",
+          inject=lambda case: register_for_test(case.monkeypatch, HookIgnoringCoOp),
+          argv=lambda case: case.args("PACE.ENABLE", "True", trainer="HookIgnoringCoOp"),
+          fix=["PACE does not apply to HookIgnoringCoOp", "prompt-noise hook", "PACE.ENABLE False"]),
+    Fault("ldifs_on_a_learner_that_does_not_return_hidden_states",
+          inject=lambda case: register_for_test(case.monkeypatch, HookIgnoringCoOp),
+          argv=lambda case: case.args("LDIFS.ENABLE", "True", trainer="HookIgnoringCoOp"),
+          fix=["LDIFS does not apply to HookIgnoringCoOp", "'hidden'", "text tower returned 0 of",
+               "LDIFS.ENABLE False"]),
     # ---- broken inputs
     Fault("split_json_truncated",
           inject=lambda case: truncate(case.root / "digits" / "split_Digits.json"),

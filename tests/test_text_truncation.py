@@ -30,7 +30,7 @@ REGULARIZERS = {
     "PACE": ["PACE.ENABLE", "True"],
 }
 CASES = [(t, r) for t in TRAINERS for r in REGULARIZERS
-         if not (t == "CoCoOp" and r in ("LDIFS", "PACE"))]  # CoCoOp provides neither
+         if not (t == "CoCoOp" and r in ("LDIFS", "PACE"))]  # refused for CoCoOp
 TOL = 1e-5
 
 

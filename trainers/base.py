@@ -3,18 +3,24 @@ and its loss.
 
 A trainer subclass sets ``METHOD_NODE`` (its cfg.TRAINER node) and ``CHECKPOINT_NAME`` (the
 peers' registered model name), implements ``build_custom_clip`` and, when its loss is not
-cross-entropy on the CLIP logits, ``step_loss``. Everything else is here, once:
+cross-entropy on the CLIP logits, ``step_loss``; a method that changes the update rather than
+the loss (ProGrad's gradient projection) overrides ``adjust_gradients``. It registers itself
+with its config node (``trainers.registry.register_trainer``). Everything else is here, once:
 
 * precision: fp32 on CPU (unless ``PREC_ON_CPU=1``); on CUDA, fp16 with the references'
   dtype layout (the backbone in OpenAI's fp16, each learner keeping in fp16 the tensors its
   reference keeps in fp16 and the rest in fp32, cast where they enter a tower), and amp as
   fp32 weights under ``torch.autocast`` with a GradScaler;
-* the training step, in pieces: ``step_loss`` (the method's loss terms and features) ->
-  regularizers -> the NaN check -> ``backward_and_update`` (the one piece a method that
-  changes the update, e.g. a gradient projection, overrides) -> the LR step and the
-  ``after_last_batch`` hook at the end of an epoch;
-* the regularizers (``regularizers/``): whichever the config switches on, if this trainer
-  ``provides`` what it needs; no regularizer is named here;
+* the training step: ``step_loss`` (the method's loss terms and features) -> the
+  regularizers' loss, from the features they need, produced by name
+  (``regularizers/features.py``) -> the NaN check -> ``backward_and_update`` (the method's
+  gradients, through ``adjust_gradients``, plus the regularizers', then one step of every
+  optimizer, under the amp scaler) -> the LR step and the ``after_last_batch`` hook at the end
+  of an epoch. ``forward_backward`` and ``backward_and_update`` are the base's own: a trainer
+  that overrides them is refused, because the regularizers and the scaler would be skipped;
+* the extension contract, checked when the run is built: each regularizer switched on gets
+  every feature it needs, on one probe batch through this trainer's own step, or the run is
+  refused with the reason; no regularizer is named here;
 * our own scheduler and checkpoint I/O (both engines): checkpoints hold the learnable
   parameters (and optimizer, scheduler, epoch and RNG state), never the frozen CLIP;
 * evaluation encodes the class text features once per evaluation.
@@ -39,8 +45,8 @@ from dassl_compat import (
 )
 from datasets import dataset_template
 from errors import ConfigError, TrainingDiverged
-from regularizers import (FeatureSets, FrozenCLIP, build_regularizers, needed_features,
-                          regularization_loss)
+from regularizers import (FeatureUnavailable, FrozenCLIP, StepContext, build_regularizers,
+                          needed_features, produce_features, regularization_loss)
 
 from .models import ForwardHooks, StepLoss
 
@@ -67,16 +73,15 @@ class PromptTrainer(TrainerX):
         return 1
 
     def prompted_towers(self):
+        """The towers whose features depend on what this trainer learns (regularizers act on
+        these only)."""
         return self.PROMPTED_TOWERS
 
-    def provides(self):
-        """The ``FeatureSets`` fields this trainer can hand a regularizer: for each prompted
-        tower its prompted and frozen features, hidden states (its towers take hooks) and a
-        second, noisy pass (its learned prompts go through the hooks' noise)."""
-        provided = {"logits", "labels", "hidden", "logits_second_pass"}
-        for tower in self.prompted_towers():
-            provided |= {tower, f"{tower}_frozen"}
-        return frozenset(provided)
+    def image_features_learned(self):
+        """Whether the image features depend on anything this trainer learns. Where they do
+        not, they are frozen CLIP's (a regularizer's ``image_frozen`` is then the step's own
+        image features, and evaluation may reuse cached ones)."""
+        return "image" in self.prompted_towers()
 
     @property
     def method_cfg(self):
@@ -90,6 +95,13 @@ class PromptTrainer(TrainerX):
             )
         if cfg.OPTIM.MAX_EPOCH < 1:  # it would "finish" at once and test untrained prompts
             raise ConfigError(f"OPTIM.MAX_EPOCH must be >= 1, got {cfg.OPTIM.MAX_EPOCH}.")
+        for name in ("forward_backward", "backward_and_update"):
+            if getattr(type(self), name) is not getattr(PromptTrainer, name):
+                raise ConfigError(
+                    f"{type(self).__name__} overrides {name}, which would leave out the "
+                    f"regularizers, their optimizers and the amp scaler. Override step_loss "
+                    f"(to change the loss) or adjust_gradients (to change the gradients) "
+                    f"instead.")
 
     # ----------------------------------------------------------------- model
     def build_custom_clip(self, cfg, classnames, backbone):
@@ -121,17 +133,26 @@ class PromptTrainer(TrainerX):
     # ---------------------------------------------------------- regularizers
     def build_regularizers(self, classnames):
         backbone = self.model.backbone
-        frozen = FrozenCLIP(backbone, [clean_classname(c) for c in classnames],
-                            dataset_template(self.cfg.DATASET.NAME))
+        self.frozen_clip = FrozenCLIP(backbone, [clean_classname(c) for c in classnames],
+                                      dataset_template(self.cfg.DATASET.NAME))
+        self._frozen_text = None
         regs = build_regularizers(
             self.cfg, embed_dim=backbone.embed_dim, towers=self.prompted_towers(),
-            prompt_depth=self.prompt_depth(), frozen=frozen, provides=self.provides(),
-            trainer=type(self).__name__, batch_size=self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+            prompt_depth=self.prompt_depth(), frozen=self.frozen_clip,
+            batch_size=self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
         self.regularizers = nn.ModuleList(regs).to(self.device)
         self.regularizer_names = []
         if not regs:
             return
         print(f"Regularizers: {', '.join(type(r).__name__ for r in regs)}")
+        towers = {"text": backbone.text, "image": backbone.image}
+        self.hidden_layers = {
+            tower: sorted({i for reg in regs for i in reg.hidden_layers(towers[tower].num_layers)})
+            for tower in self.prompted_towers()}
+        self.perturber = next((reg for reg in regs if reg.perturbs_prompts), None)
+        self.regularizer_needs = needed_features(regs)
+        self.step_count = 0
+        self.check_regularizers()
         for reg in regs:
             optim = reg.optimizer()
             if optim is not None:  # its own parameters: trained and checkpointed with it
@@ -144,13 +165,80 @@ class PromptTrainer(TrainerX):
                               "switch one sampler off.")
         if samplers:
             self.train_loader_x = with_batch_sampler(self.train_loader_x, samplers[0])
-        towers = {"text": backbone.text, "image": backbone.image}
-        self.hidden_layers = {
-            tower: sorted({i for reg in regs for i in reg.hidden_layers(towers[tower].num_layers)})
-            for tower in self.prompted_towers()}
-        self.perturber = next((reg for reg in regs if reg.perturbs_prompts), None)
-        self.regularizer_needs = needed_features(regs)
-        self.step_count = 0
+
+    def frozen_text_features(self):
+        """Frozen CLIP class text features under the dataset template (the ``text_frozen``
+        feature), computed once per run."""
+        if self._frozen_text is None:
+            self._frozen_text = self.frozen_clip.text_features()
+        return self._frozen_text
+
+    def check_regularizers(self):
+        """The extension contract, checked before anything trains: one probe batch (two blank
+        images) through this trainer's own ``step_loss`` with the regularizers' hooks, in
+        train mode, without gradients and without touching any random number generator's
+        state. Each regularizer must get every feature it needs, each prompted tower must
+        return the hidden states asked for and pass its learned prompts through the prompt
+        noise of a regularizer that perturbs them, and each regularizer's ``forward`` must run
+        on what it gets. Otherwise the run is refused here, with the reason."""
+        trainer = type(self).__name__
+        size = tuple(self.cfg.INPUT.SIZE)
+        images = torch.zeros(2, 3, *size, device=self.device)
+        labels = torch.zeros(2, dtype=torch.long, device=self.device)
+        noised = {}
+
+        def counting(tower, noise):
+            def count(prompt, layer, batch_size, *args, **kwargs):
+                noised[tower] = noised.get(tower, 0) + 1
+                return noise(prompt, layer, batch_size, *args, **kwargs)
+            return count
+
+        modes = [(m, m.training) for top in (self.model, self.regularizers)
+                 for m in top.modules()]
+        devices = [self.device] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices), torch.no_grad(), self.autocast():
+                self.model.train()
+                self.regularizers.train()
+                hooks = self.forward_hooks()
+                for tower in self.prompted_towers():
+                    tower_hooks = getattr(hooks, tower)
+                    if tower_hooks.prompt_noise is not None:
+                        tower_hooks.prompt_noise = counting(tower, tower_hooks.prompt_noise)
+                step = self.step_loss(images, labels, hooks)
+                ctx = StepContext(self, images, labels, step.features, hooks)
+                for reg in self.regularizers:
+                    for name in sorted(reg.needs):
+                        try:
+                            ctx.get(name)
+                        except FeatureUnavailable as exc:
+                            raise ConfigError(self._refusal(reg, trainer, f"it needs the feature "
+                                                            f"{name!r}, and {exc}")) from None
+                    if reg.perturbs_prompts:
+                        silent = [t for t in self.prompted_towers() if not noised.get(t)]
+                        if silent:
+                            raise ConfigError(self._refusal(
+                                reg, trainer, f"no learned prompt of its {' or '.join(silent)} "
+                                f"tower passes through the prompt-noise hook (with this "
+                                f"config, e.g. a context split around the class name)"))
+                feats = produce_features(ctx, self.regularizer_needs)
+                for reg in self.regularizers:
+                    try:
+                        reg(feats)
+                    except (ConfigError, FeatureUnavailable):
+                        raise
+                    except Exception as exc:  # noqa: BLE001  (refused at build, with the cause)
+                        raise ConfigError(self._refusal(
+                            reg, trainer, f"on a probe batch its forward failed with "
+                            f"{type(exc).__name__}: {exc}")) from None
+        finally:
+            for m, mode in modes:
+                m.training = mode
+
+    @staticmethod
+    def _refusal(reg, trainer, reason):
+        return (f"{reg.node} does not apply to {trainer}: {reason}. Set {reg.node}.ENABLE False "
+                f"(see the README's regularizer table).")
 
     def forward_hooks(self, hidden=True):
         """What the regularizers ask of this step's prompted forward pass."""
@@ -162,31 +250,10 @@ class PromptTrainer(TrainerX):
         return ForwardHooks(**hooks)
 
     def regularizer_loss(self, images, labels, step, hooks):
-        """Hand the regularizers the feature sets they asked for (in one FeatureSets)."""
-        needs, features, backbone = self.regularizer_needs, step.features, self.model.backbone
-        feats = FeatureSets(labels=labels, logits=features.logits)
-        if "text" in needs:
-            feats.text = features.text
-        if "image" in needs:
-            feats.image = features.image
-        if "image_frozen" in needs:
-            feats.image_frozen = features.image_frozen
-            if feats.image_frozen is None:
-                with torch.no_grad():
-                    feats.image_frozen = backbone.image(images)
-        if "hidden" in needs:
-            feats.hidden = {}
-            if "text" in self.prompted_towers():  # frozen side: the regularizer's own
-                feats.hidden["text"] = (hooks.text.hidden, None)
-            if "image" in self.prompted_towers():
-                frozen = TowerHooks(hidden_layers=tuple(self.hidden_layers["image"]))
-                with torch.no_grad():
-                    backbone.image(images, hooks=frozen)
-                feats.hidden["image"] = (hooks.image.hidden, frozen.hidden)
-        if "logits_second_pass" in needs:
-            n = max(r.second_pass_size(self.step_count, len(images)) for r in self.regularizers)
-            feats.logits_second_pass = self.model.forward_features(
-                images[:n], self.forward_hooks(hidden=False)).logits if n else None
+        """The regularizers' summed loss and summary, from the features they need, each made
+        by its registered producer (``regularizers/features.py``)."""
+        ctx = StepContext(self, images, labels, step.features, hooks)
+        feats = produce_features(ctx, self.regularizer_needs)
         self.step_count += 1
         return regularization_loss(self.regularizers, feats)
 
@@ -214,35 +281,68 @@ class PromptTrainer(TrainerX):
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
         hooks = self.forward_hooks()
+        reg_loss, reg_summary = None, {}
         with self.autocast():
             step = self.step_loss(images, labels, hooks)
-            terms, reg_summary = dict(step.terms), {}
             if self.regularizers:
-                terms["regularizers"], reg_summary = self.regularizer_loss(images, labels, step,
-                                                                           hooks)
-        loss = StepLoss(terms, step.features).total()
+                reg_loss, reg_summary = self.regularizer_loss(images, labels, step, hooks)
+        loss = step.total() if reg_loss is None else step.total() + reg_loss
         self.check_finite(loss)
-        self.backward_and_update(loss, terms)
+        self.backward_and_update(loss, step, reg_loss)
         summary = self.summary(loss, step.features.logits, labels, **step.log, **reg_summary)
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
             self.after_last_batch()
         return summary
 
-    def backward_and_update(self, loss, terms):
-        """Backward and one step of every optimizer (the prompt learner's and the
-        regularizers'); under amp with the GradScaler. ``terms`` are the loss's parts, for a
-        method that treats them apart (e.g. ProGrad's gradient projection)."""
+    def learnable_parameters(self):
+        """The prompt learner's parameters that are trained (``adjust_gradients`` order)."""
+        return [p for p in self.model.prompt_learner.parameters() if p.requires_grad]
+
+    def adjust_gradients(self, grads):
+        """The hook of a method that changes the update, not the loss (ProGrad's projection).
+
+        ``grads`` maps each of ``step_loss``'s terms to its gradients w.r.t.
+        ``learnable_parameters()`` (a tuple, zeros where a term does not reach a parameter);
+        return the gradients to use instead of their sum. The regularizers' gradients are added
+        to what this returns, their own parameters get theirs, and every optimizer steps (under
+        amp, the scale is taken off before this hook and put back after). The base does not
+        call it unless a trainer overrides it (one backward pass then serves the whole loss)."""
+        raise NotImplementedError
+
+    def adjusts_gradients(self):
+        return type(self).adjust_gradients is not PromptTrainer.adjust_gradients
+
+    def backward_and_update(self, loss, step, reg_loss):
+        """Gradients of ``loss`` (the method's terms, through ``adjust_gradients`` if the
+        method changes them, plus the regularizers'), then one step of every registered
+        optimizer (the prompt learner's and the regularizers' own), under the amp scaler."""
         self.model_zero_grad()
-        if self.scaler is None:
-            loss.backward()
+        scaler = self.scaler
+        scaled = scaler.scale if scaler is not None else (lambda t: t)
+        if not self.adjusts_gradients():
+            scaled(loss).backward()
+        else:
+            params = self.learnable_parameters()
+            factor = float(scaler.get_scale()) if scaler is not None else 1.0
+            grads = {}
+            for name, term in step.terms.items():
+                got = torch.autograd.grad(scaled(term), params, retain_graph=True,
+                                          allow_unused=True)
+                grads[name] = tuple(torch.zeros_like(p) if g is None else g / factor
+                                    for p, g in zip(params, got))
+            adjusted = self.adjust_gradients(grads)
+            for p, g in zip(params, adjusted):
+                p.grad = (g * factor).to(p.dtype)
+            if reg_loss is not None:  # the regularizers' gradients add to the adjusted ones
+                scaled(reg_loss).backward()
+        if scaler is None:
             self.model_update()
             return
-        self.scaler.scale(loss).backward()
         for name in self.get_model_names():
             if self._optims[name] is not None:
-                self.scaler.step(self._optims[name])
-        self.scaler.update()
+                scaler.step(self._optims[name])
+        scaler.update()
 
     def after_last_batch(self):
         """Hook run once per epoch right after the LR step (PromptSRC's GPA)."""

@@ -7,11 +7,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dassl_compat import TRAINER_REGISTRY
+from regularizers.config import ensure
 
 from .base import PromptTrainer
 from .models import Features, PromptCLIP
 from .prompts import ClassPrompts, init_context
+from .registry import register_trainer
+
+
+def add_cocoop_config(cfg):
+    """cfg.TRAINER.COCOOP (the meta-net is Linear(E, E//16) -> ReLU -> Linear(E//16, text
+    width), as the reference)."""
+    c = ensure(cfg.TRAINER, "COCOOP", type(cfg)())
+    ensure(c, "N_CTX", 16)  # number of learnable context tokens
+    ensure(c, "CTX_INIT", "")  # init words, e.g. "a photo of a" (sets N_CTX to its length)
+    ensure(c, "PREC", "fp16")  # fp16, fp32 or amp; always fp32 on CPU
 
 
 class PromptLearner(nn.Module):
@@ -66,15 +76,10 @@ class CoCoOpCLIP(PromptCLIP):
         yield  # the class text features depend on the image: nothing to cache
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer(add_config=add_cocoop_config)
 class CoCoOp(PromptTrainer):
     METHOD_NODE = "COCOOP"
     CHECKPOINT_NAME = "prompt_learner"
-
-    def provides(self):
-        # Its class prompts differ per image: no per-token text hidden states to compare with
-        # one frozen set (LDIFS), and no shared context slot to perturb (PACE).
-        return frozenset({"logits", "labels", "text", "text_frozen"})
 
     def build_custom_clip(self, cfg, classnames, backbone):
         return CoCoOpCLIP(backbone, PromptLearner(cfg, classnames, backbone))

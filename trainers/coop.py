@@ -2,11 +2,23 @@
 (or class-specific with CSC), class name at the end, middle or front."""
 import torch.nn as nn
 
-from dassl_compat import TRAINER_REGISTRY
+from regularizers.config import ensure
 
 from .base import PromptTrainer
 from .models import PromptCLIP
 from .prompts import ClassPrompts, init_context
+from .registry import register_trainer
+
+
+def add_coop_config(cfg):
+    """cfg.TRAINER.COOP (also read by ZeroshotCLIP for PREC, as the peers' zeroshot.sh, and
+    by KgCoOp, which adds W). Names and defaults are the peers'."""
+    c = ensure(cfg.TRAINER, "COOP", type(cfg)())
+    ensure(c, "N_CTX", 16)  # number of learnable context tokens
+    ensure(c, "CSC", False)  # class-specific context (one context per class)
+    ensure(c, "CTX_INIT", "")  # init words, e.g. "a photo of a" (sets N_CTX to its length)
+    ensure(c, "PREC", "fp16")  # fp16, fp32 or amp; always fp32 on CPU
+    ensure(c, "CLASS_TOKEN_POSITION", "end")  # end, middle or front
 
 
 class PromptLearner(nn.Module):
@@ -24,20 +36,21 @@ class PromptLearner(nn.Module):
         self.classes = ClassPrompts(backbone, classnames, prefix, n_ctx)
         self.position = c.CLASS_TOKEN_POSITION
 
-    def forward(self):
-        return self.classes.assemble(self.ctx, self.position)
+    def forward(self, noise=None):
+        """Class prompts; ``noise`` (a hook's ``prompt_noise``) perturbs the context, per
+        class, before it is put in place at whatever position."""
+        ctx = self.ctx if noise is None else noise(self.ctx, 0, len(self.classes))
+        return self.classes.assemble(ctx, self.position)
 
 
 class CoOpCLIP(PromptCLIP):
     def encode_text_features(self, hooks=None):
         learner = self.prompt_learner
-        # the context is contiguous (what a prompt noise perturbs) only at the end position
-        n_ctx = learner.classes.n_ctx if learner.position == "end" else 0
-        return self.backbone.text(learner(), learner.classes.tokenized_prompts, n_ctx=n_ctx,
-                                  hooks=hooks)
+        noise = hooks.prompt_noise if hooks is not None else None
+        return self.backbone.text(learner(noise), learner.classes.tokenized_prompts, hooks=hooks)
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer(add_config=add_coop_config)
 class CoOp(PromptTrainer):
     METHOD_NODE = "COOP"
     CHECKPOINT_NAME = "prompt_learner"

@@ -97,8 +97,11 @@ class PromptCLIP(nn.Module):
 
     def normalized_logits(self, image, text):
         """``scale * image @ text.T`` for L2-normalized features, in the references' order
-        (which matters in fp16)."""
-        return self.logit_scale.exp() * image @ text.t()
+        (which matters in fp16). Both sides are cast to the backbone's dtype first (a no-op
+        unless a learner computes one side in another dtype, e.g. fp32 parameters on an fp16
+        backbone)."""
+        cast = self.backbone.cast
+        return self.logit_scale.exp() * cast(image) @ cast(text).t()
 
     def forward_features(self, images, hooks=None):
         hooks = hooks or ForwardHooks()
