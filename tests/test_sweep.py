@@ -24,7 +24,7 @@ STAND_IN_TEST = ("{python} -m tools.dassl_log --eval-only --output-dir {test_dir
 def grid_yaml(tmp_path, output):
     path = tmp_path / "grid.yaml"
     path.write_text(
-        "trainers: [CoOp/vit_b16_ep2]\n"
+        "trainers: [CoOp/vit_b16_ep50]\n"
         "datasets: [dtd, eurosat]\n"
         "seeds: [1, 2]\n"
         "shots: [16]\n"
@@ -59,7 +59,7 @@ def test_two_by_two_grid_runs_locally_and_resumes_only_the_unfinished_run(tmp_pa
     assert sweep.main(["--grid", grid, "--cpu", "--no-progress"]) == 0
     again = calls(output)[len(first):]
     train_dir = os.path.join(output, "base2new", "train_base", "dtd", "shots_16", "CoOp",
-                             "vit_b16_ep2", "seed2")
+                             "vit_b16_ep50", "seed2")
     test_dir = train_dir.replace("train_base", "test_new")
     assert again == [f"train start_epoch=1 {train_dir}", f"test {test_dir}"]
     assert "3 already finished, 1 to run" in capsys.readouterr().out
@@ -76,27 +76,29 @@ def test_two_by_two_grid_runs_locally_and_resumes_only_the_unfinished_run(tmp_pa
 
 def test_grid_follows_the_peers_output_layout_and_train_py_cli(tmp_path):
     points = sweep.build_grid(["PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx"], ["dtd"], [3], [16],
-                              str(tmp_path / "output"), "/data")
+                              str(tmp_path / "output"), "/data", opts=["OPTIM.MAX_EPOCH", "2"])
     (p,) = points
     assert p.train_dir.endswith(os.path.join(
         "output", "base2new", "train_base", "dtd", "shots_16", "PromptSRC",
         "vit_b16_c2_ep20_batch4_4+4ctx", "seed3"))
-    train = sweep._command(p.train_cmd, p.fields, ["OPTIM.MAX_EPOCH", "2"])
+    train = p.command(p.steps[0])
     assert train[:2] == [sys.executable, "train.py"]
     joined = shlex.join(train)
     assert "--config-file configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml" in joined
     assert "--dataset-config-file configs/datasets/dtd.yaml" in joined
     assert joined.endswith("DATASET.SUBSAMPLE_CLASSES base OPTIM.MAX_EPOCH 2")
-    test = sweep._command(p.test_cmd, dict(p.fields, load_epoch="20"), [])
-    assert "--eval-only" in test and "--load-epoch" in test and test[-1] == "new"
+    test = p.command(p.steps[1])
+    # the evaluation loads the last epoch the options give the training
+    assert "--eval-only" in test and test[test.index("--load-epoch") + 1] == "2"
+    assert test[-3:] == ["new", "OPTIM.MAX_EPOCH", "2"]
 
 
 def test_zero_shot_clip_is_evaluated_not_trained(tmp_path):
     (p,) = sweep.build_grid(["ZeroshotCLIP/vit_b16"], ["dtd"], [1], [16], str(tmp_path), "/d")
-    assert "--eval-only" in p.train_cmd and "{load_epoch}" not in p.test_cmd
+    train, test = (p.command(st) for st in p.steps)
+    assert "--eval-only" in train and "--model-dir" not in test
     # Its configs are CoOp's, as in the peers' zsclip scripts and ours.
-    config = sweep._command(p.train_cmd, p.fields, [])
-    config = config[config.index("--config-file") + 1]
+    config = train[train.index("--config-file") + 1]
     assert config == "configs/trainers/CoOp/vit_b16.yaml"
     assert os.path.isfile(os.path.join(sweep.REPO, config))
 
@@ -123,7 +125,7 @@ def test_dry_run_lists_what_is_left(tmp_path, capsys):
     output = str(tmp_path / "output")
     assert sweep.main(["--grid", grid_yaml(tmp_path, output), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "4 to run" in out and "CoOp/vit_b16_ep2 eurosat shots_16 seed2: train=todo" in out
+    assert "4 to run" in out and "CoOp/vit_b16_ep50 eurosat shots_16 seed2: train=todo" in out
     assert not os.path.exists(os.path.join(output, "base2new"))
 
 
@@ -151,14 +153,14 @@ def test_ctrl_c_stops_the_sweep_and_the_next_one_resumes_from_the_checkpoint(tmp
     # below always finds the training in progress, however slow or loaded the machine.
     release = os.path.join(output, "release")
     held_train = STAND_IN_TRAIN + f" --epochs 3 --hold-after-first-epoch {release}"
-    argv = ["--trainers", "CoOp/vit_b16_ep2", "--datasets", "dtd", "--seeds", "1",
+    argv = ["--trainers", "CoOp/vit_b16_ep50", "--datasets", "dtd", "--seeds", "1",
             "--output", output, "--root", "unused", "--cpu", "--no-progress",
             "--train-cmd", held_train, "--test-cmd", STAND_IN_TEST]
     proc = subprocess.Popen([sys.executable, "tools/sweep.py", *argv], cwd=sweep.REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True, preexec_fn=_default_sigint)
     train_dir = os.path.join(output, "base2new", "train_base", "dtd", "shots_16", "CoOp",
-                             "vit_b16_ep2", "seed1")
+                             "vit_b16_ep50", "seed1")
     first_ckpt = os.path.join(train_dir, "prompt_learner", "model.pth.tar-1")
     deadline = time.monotonic() + 120  # a bound on a hung start, not a race
     while not os.path.exists(first_ckpt) and time.monotonic() < deadline:
