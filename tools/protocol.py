@@ -486,6 +486,22 @@ USAGE = {"base2new_train": "DATASET SEED [CFG]", "base2new_test": "DATASET SEED 
          "xd_test": "DATASET|all SEED [CFG]", "dg_test": "DATASET|all SEED [CFG]"}
 
 
+def found_protocols(output_root: str) -> List[str]:
+    """The protocols (GRID_PROTOCOLS' names, in order) that have run folders under
+    ``output_root``: base2new/, few-shot folders, xd trainings or evaluations."""
+    few_shot = find_few_shot_keys(output_root)
+    transfer = find_transfer_keys(output_root)
+    xd_only = [k for k in few_shot if is_xd_training_only(output_root, k)]
+    found = {
+        "base2new": any(find_run_keys(base2new_split_root(output_root, split))
+                        for split in BASE2NEW_SPLITS),
+        "few_shot": len(xd_only) < len(few_shot),
+        "xd": bool(xd_only) or any(k.dataset not in DG_TARGETS for k in transfer),
+        "dg": any(k.dataset in DG_TARGETS for k in transfer),
+    }
+    return [name for name in GRID_PROTOCOLS if found[name]]
+
+
 # ---------------------------------------------------------------------------------------
 # Grids: the jobs of a sweep (tools/sweep.py), per protocol
 
