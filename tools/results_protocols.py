@@ -45,7 +45,7 @@ import numpy as np
 
 from tools import published, results
 from tools.logparse import log_files, read_run
-from tools.protocol import (DATASETS, DG_TARGETS, FEW_SHOT_SHOTS, XD_SOURCE, XD_TARGETS,
+from tools.protocol import (DATASETS, DG_TARGETS, XD_SOURCE, XD_TARGETS,
                             default_config, few_shot_dir, find_few_shot_keys,
                             find_transfer_keys, is_default_config, is_xd_training_only,
                             transfer_dir, RunKey)
