@@ -2,7 +2,10 @@
 folders of a run and the ``train.py`` arguments of each step.
 
 The per-trainer shell scripts (``scripts/<trainer>/<protocol>.sh``), the sweep launcher
-(``tools/sweep.py``), the results tool and the CPU benchmark all go through this module.
+(``tools/sweep.py``: ``grid_jobs``, a protocol's jobs), the results tool (``find_*_keys``: the
+runs there are) and the CPU benchmark all go through this module. A trainer is one row of
+``TRAINERS``: its registered name, config folder, and its config per protocol group (a name,
+or a rule by dataset and shots; few-shot and xd default to the base-to-novel one).
 
     python -m tools.protocol PROTOCOL TRAINER_DIR [--root DATA] ARGS... [CFG]
 
