@@ -203,6 +203,19 @@ def full_tree(root):
     add_run(root, "CoOp", "dtd", 1, 80.0, 60.0)
 
 
+def test_a_config_named_for_every_shots_keeps_the_runs_where_it_is_the_protocols_too(tmp_path):
+    # CoOp/vit_b16 at every shots: at 8 and 16 shots vit_b16 is also CoOp's few-shot config
+    root = str(tmp_path)
+    for k in (1, 2, 4, 8, 16):
+        add_few_shot(root, "CoOp", "dtd", k, 1, 50.0 + k, cfg="vit_b16")
+    report = rp.summarize_few_shot(root)
+    assert [report.cell("CoOp/vit_b16", "dtd", k).mean for k in (1, 2, 4, 8, 16)] == \
+        [51.0, 52.0, 54.0, 58.0, 66.0]
+    assert report.cell("CoOp", "dtd", 16).mean == 66.0  # the protocol's config there
+    assert {str(m) for m in report.missing} == {f"CoOp dtd shots_{k}: shots no runs"
+                                                for k in (1, 2, 4)}
+
+
 def test_cli_prints_every_protocol_found_and_writes_each_with_its_plot(tmp_path, capsys):
     root = str(tmp_path / "output")
     full_tree(root)

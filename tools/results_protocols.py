@@ -45,10 +45,9 @@ import numpy as np
 
 from tools import published, results
 from tools.logparse import log_files, read_run
-from tools.protocol import (DATASETS, DG_TARGETS, XD_SOURCE, XD_TARGETS,
-                            default_config, few_shot_dir, find_few_shot_keys,
-                            find_transfer_keys, is_default_config, is_xd_training_only,
-                            transfer_dir, RunKey)
+from tools.protocol import (DATASETS, DG_TARGETS, XD_SOURCE, XD_TARGETS, RunKey, default_config,
+                            few_shot_dir, find_few_shot_keys, find_transfer_keys,
+                            is_default_config, is_xd_training_only, transfer_dir)
 from tools.results import AVERAGE, STD_NOTE, _fmt, _pm, _std
 
 SOURCE = "source"  # the transfer tables' source column (the ImageNet training's own test)
@@ -192,10 +191,14 @@ def summarize_few_shot(output_root: str, seeds: Optional[Sequence[int]] = None,
     methods: Dict[str, Tuple[str, Optional[str]]] = {}  # label -> (trainer, cfg or None)
     runs: Dict[str, List[RunKey]] = {}
     for k in keys:
-        default = is_default_config(k.trainer, "few_shot", k.dataset, k.shots, k.cfg)
-        label = k.trainer if default else f"{k.trainer}/{k.cfg}"
-        methods[label] = (k.trainer, None if default else k.cfg)
-        runs.setdefault(label, []).append(k)
+        if is_default_config(k.trainer, "few_shot", k.dataset, k.shots, k.cfg):
+            methods[k.trainer] = (k.trainer, None)
+            runs.setdefault(k.trainer, []).append(k)
+        else:
+            methods[f"{k.trainer}/{k.cfg}"] = (k.trainer, k.cfg)
+    for label, (trainer, cfg) in methods.items():
+        if cfg is not None:  # every run of that config, where it is also the protocol's
+            runs[label] = [k for k in keys if (k.trainer, k.cfg) == (trainer, cfg)]
     expected_ds = list(datasets) if datasets else _order(k.dataset for k in keys)
     expected_shots = sorted(set(shots) if shots else {k.shots for k in keys})
     cells: List[Cell] = []

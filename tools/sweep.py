@@ -221,8 +221,9 @@ def build_grid(trainers: Sequence[str], datasets: Optional[Sequence[str]], seeds
                step_cmd: Optional[str] = None) -> List[Point]:
     """The grid's jobs: tools/protocol.py's ``grid_jobs`` for each protocol and trainer, one
     job per training folder (``merge_jobs``). ``datasets`` and ``shots`` None: each
-    protocol's own; ``targets``: the xd/dg evaluation datasets (``protocol.grid_targets``). Commands: the protocol's train.py commands, or
-    ``step_cmd`` for every step, or (base2new only) ``train_cmd``/``test_cmd``."""
+    protocol's own; ``targets``: the xd/dg evaluation datasets (``protocol.grid_targets``).
+    Commands: the protocol's train.py commands, or ``step_cmd`` for every step, or (base2new
+    only) the older ``train_cmd``/``test_cmd`` templates."""
     output = os.path.abspath(output)
     legacy = bool(train_cmd or test_cmd)
     if legacy and set(protocols) - set(PROTOCOLS[:1]):
