@@ -1,1 +1,2 @@
-"""Results tool, sweep launcher and log parsing for the base-to-novel protocol."""
+"""The protocols (folders, configs, train.py arguments), the sweep launcher, the results
+tool and log parsing."""

@@ -119,6 +119,7 @@ def _fake_accuracy(output_dir: str, seed: int, eval_only: bool) -> float:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description="Stand-in for train.py that writes Dassl logs.")
     p.add_argument("--output-dir", required=True)
+    p.add_argument("--root", help="ignored (train.py's dataset root)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--eval-only", action="store_true")
     p.add_argument("--model-dir", default="")

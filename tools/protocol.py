@@ -2,7 +2,10 @@
 folders of a run and the ``train.py`` arguments of each step.
 
 The per-trainer shell scripts (``scripts/<trainer>/<protocol>.sh``), the sweep launcher
-(``tools/sweep.py``), the results tool and the CPU benchmark all go through this module.
+(``tools/sweep.py``: ``grid_jobs``, a protocol's jobs), the results tool (``find_*_keys``: the
+runs there are) and the CPU benchmark all go through this module. A trainer is one row of
+``TRAINERS``: its registered name, config folder, and its config per protocol group (a name,
+or a rule by dataset and shots; few-shot and xd default to the base-to-novel one).
 
     python -m tools.protocol PROTOCOL TRAINER_DIR [--root DATA] ARGS... [CFG]
 
@@ -41,7 +44,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,22 +68,25 @@ DEFAULT_SHOTS = 16
 # Trainers: their script folder, registered name, config folder and default configs
 
 PROTOCOLS = ("base2new_train", "base2new_test", "few_shot", "xd_train", "xd_test", "dg_test")
-# config per protocol group: base2new (train and test), few_shot, xd (xd_train/xd_test/dg_test)
-CfgRule = Callable[[str, int], str]  # (dataset, shots) -> config name
+# A trainer's config for a protocol group: base2new (train and test), few_shot, xd (xd_train,
+# xd_test, dg_test). A rule is a config name, or (dataset, shots) -> config name.
+CfgRule = Union[str, Callable[[str, int], str]]
 
 
 @dataclass(frozen=True)
 class Trainer:
+    """One row of the trainer table. ``few_shot`` and ``xd`` default to the base2new rule:
+    a trainer without a reference protocol of its own runs its base-to-novel config there."""
     name: str  # registered trainer name (--trainer)
     config_dir: str  # folder under configs/trainers/
     base2new: CfgRule
-    few_shot: CfgRule
-    xd: CfgRule
+    few_shot: Optional[CfgRule] = None
+    xd: Optional[CfgRule] = None
     zeroshot: bool = False  # evaluated, never trained
 
-
-def _always(cfg: str) -> CfgRule:
-    return lambda dataset, shots: cfg
+    def config(self, group: str, dataset: str, shots: int) -> str:
+        rule = getattr(self, group) or self.base2new
+        return rule if isinstance(rule, str) else rule(dataset, int(shots))
 
 
 def _coop_base2new(dataset, shots):
@@ -106,21 +112,17 @@ def _promptsrc_few_shot(dataset, shots):
     return cfg + "_gpa45" if dataset in PROMPTSRC_GPA45 else cfg
 
 
-#: script folder -> trainer
+#: script folder -> trainer. A new trainer is one row (and its scripts/<folder>/ scripts).
 TRAINERS: Dict[str, Trainer] = {
-    "zsclip": Trainer("ZeroshotCLIP", "CoOp", _always("vit_b16"), _always("vit_b16"),
-                      _always("vit_b16"), zeroshot=True),
-    "coop": Trainer("CoOp", "CoOp", _coop_base2new, _coop_few_shot,
-                    _always("vit_b16_ep50_ctxv1")),
-    "cocoop": Trainer("CoCoOp", "CoCoOp", *[_always("vit_b16_c4_ep10_batch1_ctxv1")] * 3),
-    "kgcoop": Trainer("KgCoOp", "KgCoOp", *[_always("vit_b16_ep100_ctxv1")] * 3),
-    "maple": Trainer("MaPLe", "MaPLe", _always("vit_b16_c2_ep5_batch4_2ctx"),
-                     _always("vit_b16_c2_ep5_batch4_2ctx"),
-                     _always("vit_b16_c2_ep5_batch4_2ctx_cross_datasets")),
-    "ivlp": Trainer("IVLP", "IVLP", *[_always("vit_b16_c2_ep5_batch4_2+2ctx")] * 3),
-    "promptsrc": Trainer("PromptSRC", "PromptSRC", _always("vit_b16_c2_ep20_batch4_4+4ctx"),
-                         _promptsrc_few_shot,
-                         _always("vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets")),
+    "zsclip": Trainer("ZeroshotCLIP", "CoOp", "vit_b16", zeroshot=True),
+    "coop": Trainer("CoOp", "CoOp", _coop_base2new, _coop_few_shot, "vit_b16_ep50_ctxv1"),
+    "cocoop": Trainer("CoCoOp", "CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1"),
+    "kgcoop": Trainer("KgCoOp", "KgCoOp", "vit_b16_ep100_ctxv1"),
+    "maple": Trainer("MaPLe", "MaPLe", "vit_b16_c2_ep5_batch4_2ctx",
+                     xd="vit_b16_c2_ep5_batch4_2ctx_cross_datasets"),
+    "ivlp": Trainer("IVLP", "IVLP", "vit_b16_c2_ep5_batch4_2+2ctx"),
+    "promptsrc": Trainer("PromptSRC", "PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx",
+                         _promptsrc_few_shot, "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets"),
 }
 
 
@@ -135,11 +137,22 @@ def trainer_entry(name: str) -> Trainer:
                         f"(or {', '.join(t.name for t in TRAINERS.values())})")
 
 
+_GROUPS = {"base2new_train": "base2new", "base2new_test": "base2new", "few_shot": "few_shot",
+           "xd_train": "xd", "xd_test": "xd", "dg_test": "xd"}
+
+
 def default_config(trainer: str, protocol: str, dataset: str = "", shots: int = DEFAULT_SHOTS):
-    entry = trainer_entry(trainer)
-    group = {"base2new_train": "base2new", "base2new_test": "base2new", "few_shot": "few_shot",
-             "xd_train": "xd", "xd_test": "xd", "dg_test": "xd"}[protocol]
-    return getattr(entry, group)(dataset, int(shots))
+    """The config a script (or the sweep) runs when none is named: the trainer table's rule
+    for this protocol, dataset and shots."""
+    return trainer_entry(trainer).config(_GROUPS[protocol], dataset, int(shots))
+
+
+def is_default_config(trainer: str, protocol: str, dataset: str, shots: int, cfg: str) -> bool:
+    """Whether ``cfg`` is what ``default_config`` picks (False for a trainer not in the table)."""
+    try:
+        return default_config(trainer, protocol, dataset, shots) == cfg
+    except ProtocolError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -243,9 +256,66 @@ def few_shot_dir(output_root, trainer, cfg, dataset, shots, seed):
     return os.path.join(output_root, dataset, trainer, f"{cfg}_{shots}shots", f"seed{seed}")
 
 
+def transfer_root(output_root, trainer, cfg, shots):
+    """The folder of every evaluation of one xd training config (all targets and seeds)."""
+    return os.path.join(output_root, "evaluation", trainer, f"{cfg}_{shots}shots")
+
+
 def transfer_dir(output_root, trainer, cfg, shots, dataset, seed):
-    return os.path.join(output_root, "evaluation", trainer, f"{cfg}_{shots}shots", dataset,
-                        f"seed{seed}")
+    return os.path.join(transfer_root(output_root, trainer, cfg, shots), dataset, f"seed{seed}")
+
+
+def _seed_dirs(folder: str):
+    """(seed, path) of the ``seed<S>`` folders in ``folder`` that hold a log."""
+    for name in _subdirs(folder):
+        m_seed = _SEED_RE.match(name)
+        if m_seed and log_files(os.path.join(folder, name)):
+            yield int(m_seed.group(1)), os.path.join(folder, name)
+
+
+def find_few_shot_keys(output_root: str) -> List[RunKey]:
+    """Every ``<DATASET>/<TRAINER>/<CFG>_<K>shots/seed<S>`` folder under ``output_root`` that
+    holds a log, finished or not: the few-shot runs and the xd trainings (on XD_SOURCE)."""
+    keys = []
+    for ds in _subdirs(output_root):
+        if ds in ("base2new", "evaluation"):
+            continue
+        for trainer in _subdirs(os.path.join(output_root, ds)):
+            for cfg_dir in _subdirs(os.path.join(output_root, ds, trainer)):
+                m_cfg = _SHOTS_CFG_RE.match(cfg_dir)
+                if m_cfg:
+                    keys += [RunKey(trainer, m_cfg.group(1), ds, int(m_cfg.group(2)), seed)
+                             for seed, _ in _seed_dirs(os.path.join(output_root, ds, trainer,
+                                                                    cfg_dir))]
+    return sorted(keys)
+
+
+def find_transfer_keys(output_root: str) -> List[RunKey]:
+    """Every ``evaluation/<TRAINER>/<CFG>_<K>shots/<DATASET>/seed<S>`` folder with a log: the
+    xd training of TRAINER/CFG with K shots evaluated on DATASET (the key's dataset)."""
+    keys = []
+    root = os.path.join(output_root, "evaluation")
+    for trainer in _subdirs(root):
+        for cfg_dir in _subdirs(os.path.join(root, trainer)):
+            m_cfg = _SHOTS_CFG_RE.match(cfg_dir)
+            if not m_cfg:
+                continue
+            for ds in _subdirs(os.path.join(root, trainer, cfg_dir)):
+                keys += [RunKey(trainer, m_cfg.group(1), ds, int(m_cfg.group(2)), seed)
+                         for seed, _ in _seed_dirs(os.path.join(root, trainer, cfg_dir, ds))]
+    return sorted(keys)
+
+
+def is_xd_training_only(output_root: str, key: RunKey) -> bool:
+    """Whether a run of the few-shot layout is an xd training and not a few-shot result: it is
+    on XD_SOURCE, its config is not the trainer's few-shot config there, and it is the
+    trainer's xd config or has transfer evaluations. (Where the two configs are the same, as
+    for CoCoOp, the one run is both.)"""
+    if key.dataset != XD_SOURCE or is_default_config(key.trainer, "few_shot", key.dataset,
+                                                     key.shots, key.cfg):
+        return False
+    return (is_default_config(key.trainer, "xd_train", XD_SOURCE, key.shots, key.cfg)
+            or os.path.isdir(transfer_root(output_root, key.trainer, key.cfg, key.shots)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,6 +333,7 @@ class Step:
     args: List[str]
     model_dir: Optional[str] = None  # a training that must have finished first
     requires: str = ""  # the command that makes that training
+    name: str = ""  # within its job: "train", "test", "test_base", or an evaluated dataset
 
     def command(self, python=None) -> List[str]:
         return [python or sys.executable, "train.py", "--output-dir", self.out_dir, *self.args]
@@ -300,7 +371,7 @@ def _common(entry, cfg_path, dataset, seed, root):
 
 
 def _eval_step(entry, cfg_path, out_dir, dataset, seed, root, model_dir, requires,
-               extra=(), opts=(), epoch=None) -> Step:
+               extra=(), opts=(), epoch=None, name="") -> Step:
     """``train.py --eval-only`` of the training in ``model_dir`` on ``dataset``, into
     ``out_dir``; ``extra`` then ``opts`` follow ``--eval-only``. It loads ``epoch``, else
     OPTIM.MAX_EPOCH of ``opts``, else the config's; a zero-shot trainer loads nothing."""
@@ -313,7 +384,7 @@ def _eval_step(entry, cfg_path, out_dir, dataset, seed, root, model_dir, require
         load = ["--model-dir", model_dir, "--load-epoch", str(epoch)]
     return Step(out_dir, [*_common(entry, cfg_path, dataset, seed, root), *load, "--eval-only",
                           *extra, *opts],
-                model_dir=None if entry.zeroshot else model_dir, requires=requires)
+                model_dir=None if entry.zeroshot else model_dir, requires=requires, name=name)
 
 
 def base2new_steps(trainer, cfg, dataset, seed, output, root, shots=DEFAULT_SHOTS,
@@ -329,16 +400,16 @@ def base2new_steps(trainer, cfg, dataset, seed, output, root, shots=DEFAULT_SHOT
     zeroshot = ["--eval-only"] if entry.zeroshot else []
     train = Step(dirs["train_base"], [*_common(entry, cfg_path, dataset, seed, root), *zeroshot,
                                       "DATASET.NUM_SHOTS", str(shots),
-                                      "DATASET.SUBSAMPLE_CLASSES", "base", *opts])
+                                      "DATASET.SUBSAMPLE_CLASSES", "base", *opts], name="train")
     steps = [train]
-    for split, classes in (("test_new", "new"), ("test_base", "base")):
+    for split, classes, name in (("test_new", "new", "test"), ("test_base", "base", "test_base")):
         if split == "test_base" and not test_base:
             continue
         steps.append(_eval_step(entry, cfg_path, dirs[split], dataset, seed, root,
                                 dirs["train_base"], f"base2new_train.sh {dataset} {seed} {cfg}",
                                 ["DATASET.NUM_SHOTS", str(shots),
                                  "DATASET.SUBSAMPLE_CLASSES", classes],
-                                opts, load_epoch_arg))
+                                opts, load_epoch_arg, name=name))
     return steps
 
 
@@ -365,22 +436,27 @@ def base2new_transfer_step(trainer, cfg, trained_on, target, seed, output, root,
                       [str(o) for o in opts])
 
 
-def few_shot_step(trainer, cfg, dataset, shots, seed, output, root) -> Step:
+def few_shot_step(trainer, cfg, dataset, shots, seed, output, root, opts=()) -> Step:
+    """Train on all classes of ``dataset``, ``shots`` per class; its final test is the result
+    (the few-shot protocol, and xd_train on XD_SOURCE). ``opts``: KEY VALUE appended."""
     entry = trainer_entry(trainer)
     cfg_path = trainer_config(entry, cfg)
     zeroshot = ["--eval-only"] if entry.zeroshot else []
     return Step(few_shot_dir(output, entry.name, cfg, dataset, shots, seed),
                 [*_common(entry, cfg_path, dataset, seed, root), *zeroshot,
-                 "DATASET.NUM_SHOTS", str(shots)])
+                 "DATASET.NUM_SHOTS", str(shots), *[str(o) for o in opts]], name="train")
 
 
-def transfer_steps(trainer, cfg, targets, seed, output, root, shots=DEFAULT_SHOTS) -> List[Step]:
-    """The XD_SOURCE model (xd_train) evaluated on each target dataset."""
+def transfer_steps(trainer, cfg, targets, seed, output, root, shots=DEFAULT_SHOTS,
+                   opts=()) -> List[Step]:
+    """The XD_SOURCE model (xd_train) evaluated on each target dataset; each step is named
+    after its target. ``opts`` as the training's (they also set the epoch loaded)."""
     entry = trainer_entry(trainer)
     cfg_path = trainer_config(entry, cfg)
     model_dir = few_shot_dir(output, entry.name, cfg, XD_SOURCE, shots, seed)
     return [_eval_step(entry, cfg_path, transfer_dir(output, entry.name, cfg, shots, dataset, seed),
-                       dataset, seed, root, model_dir, f"xd_train.sh {seed} {cfg}")
+                       dataset, seed, root, model_dir, f"xd_train.sh {seed} {cfg}",
+                       opts=[str(o) for o in opts], name=dataset)
             for dataset in targets]
 
 
@@ -411,6 +487,120 @@ def steps_for(protocol, trainer, positionals, cfg, output, root, shots=DEFAULT_S
 USAGE = {"base2new_train": "DATASET SEED [CFG]", "base2new_test": "DATASET SEED [CFG]",
          "few_shot": "DATASET SHOTS SEED [CFG]", "xd_train": "SEED [CFG]",
          "xd_test": "DATASET|all SEED [CFG]", "dg_test": "DATASET|all SEED [CFG]"}
+
+
+def found_protocols(output_root: str) -> List[str]:
+    """The protocols (GRID_PROTOCOLS' names, in order) that have run folders under
+    ``output_root``: base2new/, few-shot folders, xd trainings or evaluations."""
+    few_shot = find_few_shot_keys(output_root)
+    transfer = find_transfer_keys(output_root)
+    xd_only = [k for k in few_shot if is_xd_training_only(output_root, k)]
+    found = {
+        "base2new": any(find_run_keys(base2new_split_root(output_root, split))
+                        for split in BASE2NEW_SPLITS),
+        "few_shot": len(xd_only) < len(few_shot),
+        "xd": bool(xd_only) or any(k.dataset not in DG_TARGETS for k in transfer),
+        "dg": any(k.dataset in DG_TARGETS for k in transfer),
+    }
+    return [name for name in GRID_PROTOCOLS if found[name]]
+
+
+# ---------------------------------------------------------------------------------------
+# Grids: the jobs of a sweep (tools/sweep.py), per protocol
+
+#: the protocols of a grid, which the results tool also reports, in the papers' order
+GRID_PROTOCOLS = ("base2new", "few_shot", "xd", "dg")
+FEW_SHOT_SHOTS = (1, 2, 4, 8, 16)  # the few-shot protocol's shots (CoOp's Figure 3)
+
+
+@dataclass
+class Job:
+    """What one sweep job runs, in order: a training, then the evaluations of that training.
+    An evaluation needs its training finished, so it runs after it in the same job; no job
+    waits for another. A step whose log has its final result is skipped."""
+    protocol: str  # one of GRID_PROTOCOLS, or several joined by "+" (merge_jobs)
+    key: RunKey  # the training: trainer, config, dataset, shots, seed
+    steps: List[Step]
+
+    def __str__(self) -> str:
+        return f"{self.protocol} {self.key}"
+
+
+def grid_targets(protocol: str, chosen: Optional[Sequence[str]] = None) -> List[str]:
+    """The datasets xd or dg evaluate their XD_SOURCE training on: those of ``chosen`` that
+    are the protocol's (dg: the ImageNet variants; xd: any other dataset), else all of its
+    own list. None for base2new and few_shot."""
+    own = {"xd": XD_TARGETS, "dg": DG_TARGETS}.get(protocol, ())
+    if not own or not chosen:
+        return list(own)
+    mine = [t for t in chosen if (t in DG_TARGETS) == (protocol == "dg")]
+    if not mine:
+        raise ProtocolError(f"none of the targets {' '.join(chosen)} is a {protocol} target "
+                            f"(such as {' '.join(own)})")
+    return mine
+
+
+def grid_jobs(protocol: str, trainer: str, cfg: Optional[str], seeds: Sequence[int],
+              output: str, root: str, datasets: Optional[Sequence[str]] = None,
+              targets: Optional[Sequence[str]] = None, shots: Optional[Sequence[int]] = None,
+              opts: Sequence[str] = ()) -> List[Job]:
+    """The jobs of one trainer in a grid. ``cfg`` None: the table's config of each point
+    (``default_config``), as the scripts pick it. ``opts``: KEY VALUE options of every step.
+
+    base2new  dataset x shots x seed: train on the base classes, evaluate on the novel ones
+    few_shot  dataset x shots x seed: train on all classes (its final test is the result)
+    xd, dg    shots x seed: train on XD_SOURCE (xd_train), then evaluate on each target
+
+    Defaults: ``datasets`` the 11 (base2new, few_shot); ``targets``: grid_targets;
+    ``shots`` FEW_SHOT_SHOTS for few_shot, else 16. The steps are the scripts' steps."""
+    if protocol not in GRID_PROTOCOLS:
+        raise ProtocolError(f"unknown protocol {protocol!r}; one of {', '.join(GRID_PROTOCOLS)}")
+    name = trainer_entry(trainer).name
+    shots = [int(k) for k in (shots or (FEW_SHOT_SHOTS if protocol == "few_shot"
+                                        else (DEFAULT_SHOTS,)))]
+    opts = [str(o) for o in opts]
+    jobs = []
+    if protocol in ("xd", "dg"):
+        targets = grid_targets(protocol, targets)
+        for k in shots:
+            for s in seeds:
+                c = cfg or default_config(name, "xd_train", XD_SOURCE, k)
+                steps = [few_shot_step(name, c, XD_SOURCE, k, s, output, root, opts),
+                         *transfer_steps(name, c, targets, s, output, root, k, opts)]
+                jobs.append(Job(protocol, RunKey(name, c, XD_SOURCE, k, int(s)), steps))
+        return jobs
+    for k in shots:
+        for ds in datasets or DATASETS:
+            for s in seeds:
+                if protocol == "base2new":
+                    c = cfg or default_config(name, "base2new_train", ds, k)
+                    steps = base2new_steps(name, c, ds, s, output, root, k, opts=opts)
+                else:
+                    c = cfg or default_config(name, "few_shot", ds, k)
+                    steps = [few_shot_step(name, c, ds, k, s, output, root, opts)]
+                jobs.append(Job(protocol, RunKey(name, c, ds, k, int(s)), steps))
+    return jobs
+
+
+def merge_jobs(jobs: Sequence[Job]) -> List[Job]:
+    """One job per training folder, in first-seen order. Jobs that train into the same folder
+    (xd and dg of one model; few-shot on XD_SOURCE where a trainer's few-shot and xd configs
+    are one) become one job: it trains once, then runs every evaluation once."""
+    merged: Dict[str, Job] = {}
+    for job in jobs:
+        first = job.steps[0]
+        have = merged.get(first.out_dir)
+        if have is None:
+            merged[first.out_dir] = Job(job.protocol, job.key, list(job.steps))
+            continue
+        if have.steps[0].args != first.args:
+            raise ProtocolError(f"two jobs train into {first.out_dir} with different arguments "
+                                f"({have} and {job}); give them different configs")
+        if job.protocol not in have.protocol.split("+"):
+            have.protocol += "+" + job.protocol
+        done = {st.out_dir for st in have.steps}
+        have.steps += [st for st in job.steps[1:] if st.out_dir not in done]
+    return list(merged.values())
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,11 +1,22 @@
-"""Base-to-novel results: base, novel and HM per trainer/config and dataset, from Dassl logs.
+"""Results tables from Dassl logs, one per protocol, as the papers print them.
 
 Usage:
-    python tools/results.py OUTPUT_ROOT [--protocol base2new] [--out DIR] [--plot]
-        [--seeds 1 2 3] [--datasets caltech101 dtd ...] [--trainers CoOp PromptSRC/cfg ...]
-        [--zeroshot ZeroshotCLIP/CFG] [--decimals 2]
+    python tools/results.py OUTPUT_ROOT [--protocol base2new|few_shot|xd|dg] [--out DIR]
+        [--plot] [--seeds 1 2 3] [--datasets caltech101 dtd ...] [--shots 1 2 4 8 16]
+        [--trainers CoOp PromptSRC/cfg ...] [--zeroshot ZeroshotCLIP/CFG] [--decimals 2]
 
-OUTPUT_ROOT is the directory that holds ``base2new/`` (the repo's ``output/``).
+OUTPUT_ROOT is the run folders' root (the repo's ``output/``). Without ``--protocol`` every
+protocol found there is printed: base-to-novel (``base2new/``), few-shot
+(``DATASET/TRAINER/CFG_Kshots/``), cross-dataset and domain generalization
+(``evaluation/``, with the ImageNet trainings). Each writes ``results.csv``, ``results.json``,
+``results.md`` (and ``results.png`` with ``--plot``, error bars over seeds) into
+``OUTPUT_ROOT/results/<protocol>``; ``--out DIR`` is that folder when one protocol is
+printed, else the folder of the per-protocol folders. The few-shot, cross-dataset and DG
+tables are tools/results_protocols.py's (its docstring says how they are made);
+``--datasets`` is what those expect (xd/dg: the targets of their own kind), ``--shots`` the
+few-shot columns.
+
+Base-to-novel: base, novel and HM per trainer/config and dataset.
 
 How the numbers are made (docs/DESIGN.md, section 9):
 * Base accuracy of a seed: the final test of its training log in ``train_base/`` (or, when
@@ -32,8 +43,6 @@ How the numbers are made (docs/DESIGN.md, section 9):
 * The expected datasets are ``--datasets`` or else every dataset seen for any trainer; the
   expected seeds of a trainer/config are ``--seeds`` or else every seed seen for it.
 
-Writes ``results.csv``, ``results.json``, ``results.md`` (and ``results.png`` with --plot)
-into --out (default: OUTPUT_ROOT/results/base2new).
 """
 from __future__ import annotations
 
@@ -51,24 +60,16 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools import published
 from tools.logparse import log_files, read_run
 from tools.protocol import DATASETS as BASE2NEW_DATASETS
-from tools.protocol import (BASE2NEW_SPLITS, RunKey, base2new_dirs, base2new_split_root,
-                            find_run_keys)
+from tools.protocol import (BASE2NEW_SPLITS, GRID_PROTOCOLS, RunKey, base2new_dirs,
+                            base2new_split_root, find_run_keys, found_protocols)
 
-# Published numbers: CLIP ViT-B/16, 16 shots, averages over the 11 datasets (the methods'
-# papers; CoOp and CLIP as the CoCoOp paper reports them; docs/DESIGN.md, section 9).
-PUBLISHED: Dict[str, Tuple[Optional[float], Optional[float], Optional[float]]] = {
-    "CLIP": (69.34, 74.22, 71.70),
-    "CoOp": (82.69, 63.22, 71.66),
-    "CoCoOp": (80.47, 71.69, 75.83),
-    "KgCoOp": (80.73, 73.60, 77.00),
-    "MaPLe": (82.28, 75.14, 78.55),
-    "PromptSRC": (84.26, 76.10, 79.97),
-    "CoOp + Proxy-FDA": (83.16, 73.67, 78.13),
-    "MaPLe + Proxy-FDA": (None, None, 79.84),
-    "PromptSRC + Proxy-FDA": (84.47, 77.45, 80.81),
-}
+# Published numbers: CLIP ViT-B/16, 16 shots, averages over the 11 datasets (tools/published.py
+# says where each was read; docs/DESIGN.md, section 9).
+PUBLISHED: Dict[str, Tuple[Optional[float], Optional[float], Optional[float]]] = \
+    published.BASE2NEW
 PUBLISHED_CLIP_NOVEL = PUBLISHED["CLIP"][1]
 PUBLISHED_SHOTS = 16  # the published rows are 16-shot; other shot counts get none beside them
 ZEROSHOT_TRAINERS = ("zeroshotclip", "zsclip")
@@ -406,15 +407,16 @@ def plot(report: Report, path: str) -> None:
     x = np.arange(len(datasets))
     for ax, (attr, title) in zip(axes, (("base", "Base"), ("novel", "Novel"), ("hm", "HM"))):
         for i, m in enumerate(methods):
-            vals = [getattr(by_key[(m, ds)], attr) if (m, ds) in by_key else np.nan
-                    for ds in datasets]
-            ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width,
+            rows = [by_key.get((m, ds)) for ds in datasets]
+            vals = [getattr(r, attr) if r else np.nan for r in rows]
+            errs = [(getattr(r, attr + "_std") or 0.0) if r else 0.0 for r in rows]
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, yerr=errs, capsize=2,
                    label=f"{m[0]}/{m[1]} ({m[2]} shots)")
         ax.set_ylabel(f"{title} (%)")
         ax.grid(axis="y", alpha=0.3)
     axes[-1].set_xticks(x)
     axes[-1].set_xticklabels(datasets, rotation=30, ha="right")
-    axes[0].set_title("Base-to-novel: seed means per dataset")
+    axes[0].set_title("Base-to-novel: seed means per dataset, ± std over seeds")
     handles, labels = axes[0].get_legend_handles_labels()
     legend = fig.legend(handles, labels, fontsize="small", loc="upper center",
                         bbox_to_anchor=(0.5, 0.0), ncol=1)
@@ -437,29 +439,67 @@ def write_all(report: Report, out_dir: str, with_plot: bool = False, d: int = 2)
     return paths
 
 
+TITLES = {"base2new": "Base-to-novel", "few_shot": "Few-shot", "xd": "Cross-dataset",
+          "dg": "Domain generalization"}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("output_root", help="directory that holds base2new/ (the repo's output/)")
-    p.add_argument("--protocol", default="base2new", choices=["base2new"])
-    p.add_argument("--out", help="where to write results.{csv,json,md,png} "
-                                 "(default OUTPUT_ROOT/results/<protocol>)")
+    p.add_argument("output_root", help="the run folders' root (the repo's output/)")
+    p.add_argument("--protocol", choices=GRID_PROTOCOLS,
+                   help="only this protocol (default: every protocol found)")
+    p.add_argument("--out", help="where to write results.{csv,json,md,png} (default "
+                                 "OUTPUT_ROOT/results/<protocol>; with several protocols, "
+                                 "OUT/<protocol>)")
     p.add_argument("--plot", action="store_true", help="also draw results.png")
     p.add_argument("--seeds", type=int, nargs="+", help="expected seeds (missing ones are listed)")
-    p.add_argument("--datasets", nargs="+", help="expected datasets (missing ones are listed)")
+    p.add_argument("--datasets", nargs="+", help="expected datasets (missing ones are listed); "
+                                                 "for xd and dg, the expected targets")
+    p.add_argument("--shots", type=int, nargs="+", help="few-shot: the expected shots")
     p.add_argument("--trainers", nargs="+", help="only these TRAINER or TRAINER/CFG")
-    p.add_argument("--zeroshot", help="TRAINER/CFG of the zero-shot runs used for ΔNew "
-                                      "(default: the ZeroshotCLIP runs found)")
+    p.add_argument("--zeroshot", help="base2new: TRAINER/CFG of the zero-shot runs used for "
+                                      "ΔNew (default: the ZeroshotCLIP runs found)")
     p.add_argument("--decimals", type=int, default=2)
     args = p.parse_args(argv)
+    d = args.decimals
 
-    report = summarize(args.output_root, args.seeds, args.datasets, args.trainers, args.zeroshot)
-    if not report.rows and not report.missing:
-        print(f"No base-to-novel runs found under {args.output_root}/base2new", file=sys.stderr)
+    protocols = [args.protocol] if args.protocol else found_protocols(args.output_root)
+    if not protocols:
+        print(f"No runs found under {args.output_root} (base2new/, <DATASET>/<TRAINER>/"
+              f"<CFG>_<K>shots/ or evaluation/)", file=sys.stderr)
         return 1
-    print(render(report, "simple", args.decimals), end="")
-    out = args.out or os.path.join(args.output_root, "results", args.protocol)
-    for path in write_all(report, out, args.plot, args.decimals):
-        print(f"wrote {path}")
+    for name in protocols:
+        if name == GRID_PROTOCOLS[0]:
+            report = summarize(args.output_root, args.seeds, args.datasets, args.trainers,
+                               args.zeroshot)
+            empty = not report.rows and not report.missing
+            text = render(report, "simple", d)
+            writer = write_all
+        else:
+            from tools import results_protocols as rp
+
+            if name == "few_shot":
+                report = rp.summarize_few_shot(args.output_root, args.seeds, args.datasets,
+                                               args.shots, args.trainers)
+            else:
+                report = rp.summarize_transfer(args.output_root, name, args.seeds,
+                                               args.datasets, args.trainers)
+            empty = not report.cells and not report.missing
+            text = rp.render(report, "simple", d)
+            writer = rp.write_all
+        if empty:
+            print(f"No {TITLES[name].lower()} runs found under {args.output_root}",
+                  file=sys.stderr)
+            return 1
+        if len(protocols) > 1:
+            print(f"#### {TITLES[name]} ({name})\n")
+        print(text, end="")
+        out = args.out if args.out and len(protocols) == 1 else \
+            os.path.join(args.out or os.path.join(args.output_root, "results"), name)
+        for path in writer(report, out, args.plot, d):
+            print(f"wrote {path}")
+        if len(protocols) > 1:
+            print()
     return 0
 
 

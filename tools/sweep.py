@@ -1,33 +1,59 @@
-"""Run a base-to-novel grid (trainers × datasets × seeds × shots: train, then test on novel).
+"""Run a grid of any protocol: base-to-novel, few-shot, cross-dataset, domain generalization.
 
 Usage:
-    python tools/sweep.py --trainers CoOp/vit_b16_ep50 PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx \\
-        --datasets caltech101 dtd --seeds 1 2 3 [--shots 16] --root $DATA [--output output]
-        [--gpus 0 1 | --cpu] [--slurm --partition P --time-min 600 --parallel 16]
-        [--grid grid.yaml] [--dry-run] [--opts KEY VALUE ...]
+    python tools/sweep.py --protocol base2new few_shot xd dg --trainers CoOp PromptSRC \\
+        --seeds 1 2 3 --root $DATA [--datasets dtd ...] [--targets imagenet_r ...] \\
+        [--shots 1 2 4 8 16] [--output output] [--gpus 0 1 | --cpu]
+        [--slurm --partition P --time-min 600 --parallel 16] [--grid grid.yaml] [--dry-run]
+        [--opts KEY VALUE ...]
+
+A trainer is ``TRAINER`` (each grid point gets the config the protocol's script would run:
+``tools/protocol.py``'s table, e.g. CoOp few-shot by shots and dataset, PromptSRC few-shot
+GPA 45/5 on five datasets) or ``TRAINER/CFG`` (that config everywhere).
+
+Jobs per protocol (tools/protocol.py ``grid_jobs``; the folders and train.py arguments are
+the scripts' for the same point):
+
+    base2new  per dataset, shots (16) and seed: train on the base classes, then evaluate on
+              the novel ones (base2new/{train_base,test_new}/DATASET/shots_K/TRAINER/CFG/seedS)
+    few_shot  per dataset, shots (1 2 4 8 16) and seed: train on all classes; the training's
+              final test is the result (DATASET/TRAINER/CFG_Kshots/seedS)
+    xd        per shots (16) and seed: train on ImageNet, all classes (xd_train), then
+              evaluate that model on each target, the 10 other datasets
+              (evaluation/TRAINER/CFG_Kshots/DATASET/seedS)
+    dg        as xd, the targets being imagenetv2, imagenet_sketch, imagenet_a, imagenet_r
+
+An evaluation needs its training finished, so it runs in the training's job, after it: a
+job never waits for another. Jobs that train into the same folder are one job (xd and dg of
+one model; few_shot on ImageNet at 16 shots where a trainer's few-shot and xd configs are
+one): it trains once and runs every evaluation once. ``--datasets`` picks what base2new and
+few_shot train on (default the 11), ``--targets`` what xd and dg evaluate on (default all
+of theirs), ``--shots`` overrides every protocol's shots.
 
 A grid YAML holds the same keys (command-line values win)::
 
-    trainers: [CoOp/vit_b16_ep50, PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx]
+    protocol: [few_shot, xd, dg]
+    trainers: [CoOp, PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx]
     datasets: [caltech101, dtd]
+    targets: [dtd, imagenet_r]
     seeds: [1, 2, 3]
     shots: [16]
     root: /data            # else $DATA
     output: output
     opts: [OPTIM.MAX_EPOCH, "2"]
-    train_cmd: "..."       # command templates (default: tools/protocol.py's commands)
-    test_cmd: "..."
+    step_cmd: "{python} train.py --output-dir {out_dir} {args}"   # the default
+    train_cmd: "..."       # base2new only, older templates: {train_dir}, {test_dir},
+    test_cmd: "..."        # {load_epoch}, {root}, {trainer}, {cfg}, {dataset}, {seed}, ...
 
-One grid point = one job: train on the base classes into
-``<output>/base2new/train_base/<DATASET>/shots_<K>/<TRAINER>/<CFG>/seed<S>`` (skipped when its
-log already has the final result), then evaluate the last checkpoint on the novel classes
-into ``.../test_new/...`` (skipped likewise). A trainer named ZeroshotCLIP is not trained:
-both steps are evaluations.
+``step_cmd`` is every step's command: ``{args}`` stands for the protocol's train.py
+arguments, ``{out_dir}`` for the step's folder (``python -m tools.dassl_log`` in place of
+train.py tries a grid without trainers). ``--dry-run`` lists each job left to run with each
+step's state (done, resume: a log without a result, todo) and its command.
 
-Resuming: a finished step is recognised from its log (tools/logparse.py), so running the same
-sweep again runs only what is left; an interrupted training resumes from its output
-directory's last checkpoint, because train.py does. On SLURM, wait for (or cancel) queued
-jobs before re-running a sweep, or those runs are started twice.
+Resuming: a finished step is recognised from its log (tools/logparse.py) and skipped, so
+running the same sweep again runs only what is left; an interrupted training resumes from
+its output folder's last checkpoint, because train.py does. On SLURM, wait for (or cancel)
+queued jobs before re-running a sweep, or those runs are started twice.
 
 Launching is submitit's (https://github.com/facebookincubator/submitit):
 * local (default): ``submitit.LocalExecutor``, one job per slot. The slots are the GPUs
@@ -53,33 +79,58 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools import protocol
-from tools.logparse import read_run, run_finished
-from tools.protocol import RunKey, base2new_dirs
+from tools.logparse import log_files, read_run, run_finished
+from tools.protocol import RunKey
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROTOCOLS = protocol.GRID_PROTOCOLS
+STEP_CMD = "{python} train.py --output-dir {out_dir} {args}"
 
-# The default commands are the protocol's (tools/protocol.py); a grid may give its own
-# templates instead ({python}, {root}, {train_dir}, {test_dir}, {load_epoch}, ...).
+
+@dataclass(frozen=True)
+class PointStep:
+    """One command of a job. ``template``: its command line, a format string over the
+    point's fields plus ``out_dir``; the token ``{args}`` stands for ``args`` (the protocol's
+    train.py arguments). ``model_dir``: the training an evaluation loads (a template's
+    ``{load_epoch}`` is that folder's last checkpoint epoch)."""
+    name: str
+    run_dir: str
+    template: str
+    args: Tuple[str, ...] = ()
+    model_dir: Optional[str] = None
+
+
 @dataclass(frozen=True)
 class Point:
-    """One grid point, with everything a job needs (it is pickled to the worker)."""
+    """One job of the grid, with everything it needs (it is pickled to the worker): a
+    training, then the evaluations of that training (tools/protocol.py ``Job``)."""
     key: RunKey
-    train_dir: str
-    test_dir: str
-    train_cmd: str
-    test_cmd: str
+    steps: Tuple[PointStep, ...]
     fields: Dict[str, str] = field(default_factory=dict)
-    opts: Sequence[str] = ()
+    opts: Sequence[str] = ()  # appended to every command (custom templates only)
     workdir: str = REPO
+    protocol: str = PROTOCOLS[0]
+
+    @property
+    def train_dir(self) -> str:
+        return self.steps[0].run_dir
+
+    @property
+    def test_dir(self) -> Optional[str]:
+        return self.steps[1].run_dir if len(self.steps) > 1 else None
+
+    def command(self, step: PointStep, **fields) -> List[str]:
+        return _command(step.template, dict(self.fields, out_dir=step.run_dir, **fields),
+                        self.opts, step.args)
 
     def __str__(self) -> str:
-        return str(self.key)
+        return f"{self.protocol} {self.key}"
 
 
 def last_checkpoint_epoch(model_dir: str) -> Optional[int]:
@@ -98,15 +149,20 @@ def last_checkpoint_epoch(model_dir: str) -> Optional[int]:
     return best
 
 
-def _command(template: str, fields: Dict[str, str], opts: Sequence[str]) -> List[str]:
-    return [tok.format(**fields) for tok in shlex.split(template)] + [str(o) for o in opts]
+def _command(template: str, fields: Dict[str, str], opts: Sequence[str],
+             args: Sequence[str] = ()) -> List[str]:
+    cmd: List[str] = []
+    for tok in shlex.split(template):
+        if tok == "{args}":
+            cmd += [str(a) for a in args]
+        else:
+            cmd.append(tok.format(**fields))
+    return cmd + [str(o) for o in opts]
 
 
-def _step(name: str, template: str, run_dir: str, fields: Dict[str, str],
-          opts: Sequence[str]) -> str:
+def _step(name: str, cmd: List[str], run_dir: str) -> str:
     if run_finished(run_dir):
         return "skipped"
-    cmd = _command(template, fields, opts)
     print(f"[sweep] {name}: {shlex.join(cmd)}", flush=True)
     rc = subprocess.run(cmd).returncode
     if rc != 0:
@@ -117,65 +173,90 @@ def _step(name: str, template: str, run_dir: str, fields: Dict[str, str],
 
 
 def run_point(point: Point) -> Dict[str, object]:
-    """The job: train (unless finished), then test (unless finished). Runs on the worker."""
+    """The job: each step in order, a finished one skipped. Runs on the worker."""
     os.chdir(point.workdir)
-    fields = dict(point.fields)
-    status = {"train": _step("train", point.train_cmd, point.train_dir, fields, point.opts)}
-    if "{load_epoch}" in point.test_cmd and not run_finished(point.test_dir):
-        epoch = last_checkpoint_epoch(point.train_dir)
-        if epoch is None:
-            raise RuntimeError(f"no model.pth.tar-N checkpoint under {point.train_dir}")
-        fields["load_epoch"] = str(epoch)
-    status["test"] = _step("test", point.test_cmd, point.test_dir, fields, point.opts)
-    status["base"] = read_run(point.train_dir).accuracy
-    status["novel"] = read_run(point.test_dir).accuracy
-    return status
+    status: Dict[str, str] = {}
+    accuracy: Dict[str, Optional[float]] = {}
+    for step in point.steps:
+        extra = {}
+        if "{load_epoch}" in step.template and not run_finished(step.run_dir):
+            epoch = last_checkpoint_epoch(step.model_dir or point.train_dir)
+            if epoch is None:
+                raise RuntimeError(f"no model.pth.tar-N checkpoint under {step.model_dir}")
+            extra["load_epoch"] = str(epoch)
+        status[step.name] = _step(step.name, point.command(step, **extra), step.run_dir)
+        accuracy[step.name] = read_run(step.run_dir).accuracy
+    return {"status": status, "accuracy": accuracy}
+
+
+def step_state(step: PointStep) -> str:
+    """done (a final result), resume (a log without one: train.py resumes it) or todo."""
+    if run_finished(step.run_dir):
+        return "done"
+    return "resume" if log_files(step.run_dir) else "todo"
 
 
 def point_done(point: Point) -> bool:
-    return run_finished(point.train_dir) and run_finished(point.test_dir)
+    return all(run_finished(st.run_dir) for st in point.steps)
 
 
 # ---------------------------------------------------------------------------------------
 # Grid
 
 
-def _protocol_templates(trainer, cfg, dataset, seed, shots, output):
-    """Train and test command templates of one point, from the protocol's steps."""
-    train, test = protocol.base2new_steps(trainer, cfg, dataset, seed, output, "{root}", shots,
-                                          load_epoch_arg="{load_epoch}")
-    return tuple(shlex.join(["{python}", "train.py", "--output-dir", dir_field, *step.args])
-                 for step, dir_field in ((train, "{train_dir}"), (test, "{test_dir}")))
+def _trainer_spec(spec: str) -> Tuple[str, Optional[str]]:
+    """``TRAINER`` (the protocol's config for each point) or ``TRAINER/CFG``."""
+    trainer, _, cfg = spec.partition("/")
+    if cfg.endswith(".yaml"):
+        cfg = cfg[:-5]
+    return trainer, cfg or None
 
 
-def build_grid(trainers: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
-               shots: Sequence[int], output: str, root: str,
+def build_grid(trainers: Sequence[str], datasets: Optional[Sequence[str]], seeds: Sequence[int],
+               shots: Optional[Sequence[int]], output: str, root: str,
                train_cmd: Optional[str] = None, test_cmd: Optional[str] = None,
-               opts: Sequence[str] = (), workdir: str = REPO) -> List[Point]:
-    points = []
+               opts: Sequence[str] = (), workdir: str = REPO,
+               protocols: Sequence[str] = PROTOCOLS[:1],
+               targets: Optional[Sequence[str]] = None,
+               step_cmd: Optional[str] = None) -> List[Point]:
+    """The grid's jobs: tools/protocol.py's ``grid_jobs`` for each protocol and trainer, one
+    job per training folder (``merge_jobs``). ``datasets`` and ``shots`` None: each
+    protocol's own; ``targets``: the xd/dg evaluation datasets (``protocol.grid_targets``).
+    Commands: the protocol's train.py commands, or ``step_cmd`` for every step, or (base2new
+    only) the older ``train_cmd``/``test_cmd`` templates."""
     output = os.path.abspath(output)
-    for spec in trainers:
-        if "/" not in spec:
-            raise SystemExit(f"trainer {spec!r}: write TRAINER/CFG (the config file name "
-                             f"under configs/trainers/TRAINER/, without .yaml)")
-        trainer, cfg = spec.split("/", 1)
-        for k in shots:
-            for ds in datasets:
-                for s in seeds:
-                    key = RunKey(trainer, cfg, ds, int(k), int(s))
-                    dirs = base2new_dirs(output, key)
-                    fields = dict(python=sys.executable, root=root, trainer=trainer, cfg=cfg,
-                                  dataset=ds, shots=str(k), seed=str(s), output=output,
-                                  train_dir=dirs["train_base"], test_dir=dirs["test_new"])
-                    train, test = train_cmd, test_cmd
-                    if not (train and test):
-                        try:
-                            default = _protocol_templates(trainer, cfg, ds, s, int(k), output)
-                        except protocol.ProtocolError as exc:
-                            raise SystemExit(f"ERROR: {exc}") from None
-                        train, test = train or default[0], test or default[1]
-                    points.append(Point(key, dirs["train_base"], dirs["test_new"], train, test,
-                                        fields, tuple(opts), workdir))
+    legacy = bool(train_cmd or test_cmd)
+    if legacy and set(protocols) - set(PROTOCOLS[:1]):
+        raise SystemExit(f"ERROR: train_cmd/test_cmd are {PROTOCOLS[0]}'s command templates; "
+                         f"give other protocols a step_cmd ({STEP_CMD!r} is the default)")
+    jobs = []
+    try:
+        for proto in protocols:
+            for spec in trainers:
+                trainer, cfg = _trainer_spec(spec)
+                jobs += protocol.grid_jobs(proto, trainer, cfg, seeds, output, root,
+                                           datasets, targets, shots, () if legacy else opts)
+        jobs = protocol.merge_jobs(jobs)
+    except protocol.ProtocolError as exc:
+        raise SystemExit(f"ERROR: {exc}") from None
+    points = []
+    for job in jobs:
+        k = job.key
+        fields = dict(python=sys.executable, root=root, trainer=k.trainer, cfg=k.cfg,
+                      dataset=k.dataset, shots=str(k.shots), seed=str(k.seed), output=output,
+                      train_dir=job.steps[0].out_dir)
+        if legacy:
+            fields["test_dir"] = job.steps[1].out_dir
+            default = STEP_CMD
+            templates = [train_cmd or default, test_cmd or default]
+            steps = [PointStep(st.name, st.out_dir, t, tuple(st.args) if t == default else (),
+                               st.model_dir or job.steps[0].out_dir)
+                     for st, t in zip(job.steps, templates)]
+            points.append(Point(k, tuple(steps), fields, tuple(opts), workdir, job.protocol))
+            continue
+        steps = [PointStep(st.name, st.out_dir, step_cmd or STEP_CMD, tuple(st.args), st.model_dir)
+                 for st in job.steps]
+        points.append(Point(k, tuple(steps), fields, (), workdir, job.protocol))
     return points
 
 
@@ -207,9 +288,11 @@ def _progress(total: int, initial: int):
 
 
 def _report_line(point: Point, result: Dict[str, object], started: float) -> str:
-    acc = " ".join(f"{k} {result[k]:.2f}" for k in ("base", "novel")
-                   if isinstance(result.get(k), float))
-    return f"done {point} ({result['train']}/{result['test']}) {acc} [{time.time() - started:.0f}s]"
+    status, accuracy = result["status"], result["accuracy"]
+    steps = " ".join(f"{name} {status[name]}"
+                     + (f" {accuracy[name]:.2f}" if isinstance(accuracy.get(name), float) else "")
+                     for name in status)
+    return f"done {point}: {steps} [{time.time() - started:.0f}s]"
 
 
 def run_local(points: Sequence[Point], slots: Sequence[Optional[int]], log_dir: str,
@@ -318,14 +401,18 @@ def _short_error(e: BaseException) -> str:
 # CLI
 
 
+GRID_KEYS = ("protocol", "trainers", "datasets", "targets", "seeds", "shots", "root", "output",
+             "opts", "step_cmd", "train_cmd", "test_cmd")
+_LIST_KEYS = ("protocol", "trainers", "datasets", "targets", "seeds", "shots", "gpus", "opts")
+
+
 def _load_yaml(path: Optional[str]) -> dict:
     if not path:
         return {}
     import yaml
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f) or {}
-    unknown = set(data) - {"trainers", "datasets", "seeds", "shots", "root", "output", "opts",
-                           "train_cmd", "test_cmd", "gpus"}
+    unknown = set(data) - set(GRID_KEYS) - {"gpus"}
     if unknown:
         raise SystemExit(f"{path}: unknown keys {sorted(unknown)}")
     return data
@@ -337,14 +424,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                 epilog="See the module docstring for the grid YAML and "
                                        "command templates.")
     p.add_argument("--grid", help="grid YAML (keys as the options below)")
-    p.add_argument("--trainers", nargs="+", help="TRAINER/CFG ...")
-    p.add_argument("--datasets", nargs="+")
+    p.add_argument("--protocol", nargs="+", choices=PROTOCOLS,
+                   help=f"protocols of the grid (default: {PROTOCOLS[0]})")
+    p.add_argument("--trainers", nargs="+",
+                   help="TRAINER (each point gets the protocol's config) or TRAINER/CFG ...")
+    p.add_argument("--datasets", nargs="+", help="datasets of base2new and few_shot "
+                                                 "(default: the 11)")
+    p.add_argument("--targets", nargs="+", help="evaluation datasets of xd and dg (default: "
+                                                "the 10 other datasets; the 4 ImageNet variants)")
     p.add_argument("--seeds", type=int, nargs="+")
-    p.add_argument("--shots", type=int, nargs="+")
+    p.add_argument("--shots", type=int, nargs="+",
+                   help="default: 1 2 4 8 16 for few_shot, else 16")
     p.add_argument("--root", help="dataset root (default: $DATA)")
     p.add_argument("--output", help="output root (default: output)")
-    p.add_argument("--train-cmd", help="train command template (default: python train.py ...)")
-    p.add_argument("--test-cmd", help="test command template")
+    p.add_argument("--step-cmd", help=f"command template of every step (default: {STEP_CMD!r})")
+    p.add_argument("--train-cmd", help="base2new train command template")
+    p.add_argument("--test-cmd", help="base2new test command template")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=None,
                    help="KEY VALUE config overrides appended to every command (last option)")
     where = p.add_mutually_exclusive_group()
@@ -356,28 +451,39 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--cpus-per-task", type=int, default=8)
     p.add_argument("--mem-gb", type=int, default=32)
     p.add_argument("--time-min", type=int, default=24 * 60,
-                   help="time limit of one run (train + test), minutes")
+                   help="time limit of one job (a training and its evaluations), minutes")
     p.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     args = p.parse_args(argv)
 
     grid = _load_yaml(args.grid)
-    for key in ("trainers", "datasets", "seeds", "shots", "root", "output", "opts", "gpus",
-                "train_cmd", "test_cmd"):
+    for key in GRID_KEYS + ("gpus",):
         if getattr(args, key) in (None, []) and key in grid:
             value = grid[key]
-            if key in ("trainers", "datasets", "seeds", "shots", "gpus", "opts") and \
-                    not isinstance(value, list):
+            if key in _LIST_KEYS and not isinstance(value, list):
                 value = [value]
             setattr(args, key, value)
-    args.shots = args.shots or [16]
+    args.protocol = args.protocol or list(PROTOCOLS[:1])
+    unknown = sorted(set(args.protocol) - set(PROTOCOLS))
+    if unknown:
+        p.error(f"unknown protocol {' '.join(unknown)}; choose from {' '.join(PROTOCOLS)}")
     args.output = args.output or "output"
     args.root = args.root or os.environ.get("DATA", "")
     args.opts = [str(o) for o in (args.opts or [])]
-    missing = [k for k in ("trainers", "datasets", "seeds") if not getattr(args, k)]
+    missing = [k for k in ("trainers", "seeds") if not getattr(args, k)]
     if missing:
         p.error(f"missing {', '.join('--' + m for m in missing)} (on the command line or in --grid)")
-    if not args.root and not (args.train_cmd and "{root}" not in args.train_cmd):
+    trains_on_datasets = [x for x in args.protocol if not protocol.grid_targets(x)]
+    if args.datasets and not trains_on_datasets:
+        p.error(f"--datasets names what {' and '.join(PROTOCOLS[:2])} train on; "
+                f"{' and '.join(args.protocol)} train on {protocol.XD_SOURCE}: "
+                f"name their evaluation datasets with --targets")
+    if args.targets and len(trains_on_datasets) == len(args.protocol):
+        p.error("--targets names what xd and dg evaluate on; the datasets of "
+                f"{' and '.join(args.protocol)} are --datasets")
+    commands = [c for c in (args.step_cmd, args.train_cmd) if c]
+    if not args.root and not args.dry_run and not (commands and "{root}" not in commands[0]
+                                                   and "{args}" not in commands[0]):
         p.error("no dataset root: pass --root or set DATA")
     return args
 
@@ -385,14 +491,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     points = build_grid(args.trainers, args.datasets, args.seeds, args.shots, args.output,
-                        args.root, args.train_cmd, args.test_cmd, args.opts)
+                        args.root or "$DATA", args.train_cmd, args.test_cmd, args.opts,
+                        protocols=args.protocol, targets=args.targets, step_cmd=args.step_cmd)
     todo = [p for p in points if not point_done(p)]
-    print(f"grid: {len(points)} runs, {len(points) - len(todo)} already finished, "
+    print(f"grid: {len(points)} jobs, {len(points) - len(todo)} already finished, "
           f"{len(todo)} to run", flush=True)
     if args.dry_run:
         for p in todo:
-            print(f"  {p}: train={'done' if run_finished(p.train_dir) else 'todo'} "
-                  f"test={'done' if run_finished(p.test_dir) else 'todo'}")
+            print(f"  {p}: " + " ".join(f"{st.name}={step_state(st)}" for st in p.steps))
+            for st in p.steps:
+                print(f"    [{step_state(st)}] {shlex.join(p.command(st, load_epoch='N'))}")
         return 0
     if not todo:
         return 0

@@ -1,0 +1,87 @@
+"""Published numbers the results tool prints beside ours (CLIP ViT-B/16, 16 shots unless a
+table says otherwise), each with where it was read.
+
+A number is here only if it was read in a source named beside it. A cell that no source we
+could read gives is ``None`` and prints empty: nothing is filled in from memory or from
+another paper's re-run of a method. To add numbers (e.g. from the papers' PDFs), fill the
+cells and name the table they come from.
+
+Per-dataset cells follow tools/protocol.py's dataset lists (XD_TARGETS, DG_TARGETS), in
+their order, so that the dataset names are written in one place only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+Value = Optional[float]
+
+# ---------------------------------------------------------------------------------------
+# Base-to-novel: (base, novel, HM), averages over the 11 datasets
+
+#: Sources: CLIP, CoOp, CoCoOp, MaPLe, PromptSRC: the PromptSRC repository's README.md
+#: (muzairkhattak/PromptSRC, "PromptSRC in comparison with existing state-of-the-art"; CoOp and
+#: CLIP as the CoCoOp paper reports them). KgCoOp: htyao89/KgCoOp, readme.md. The Proxy-FDA
+#: rows: the Proxy-FDA paper (arXiv 2505.24088), Table 2, as secondary sources quote it (its
+#: full text and code could not be read); MaPLe + Proxy-FDA's HM 79.84 is the project
+#: specification's and was not found in a source we could read.
+BASE2NEW: Dict[str, Tuple[Value, Value, Value]] = {
+    "CLIP": (69.34, 74.22, 71.70),
+    "CoOp": (82.69, 63.22, 71.66),
+    "CoCoOp": (80.47, 71.69, 75.83),
+    "KgCoOp": (80.73, 73.60, 77.00),
+    "MaPLe": (82.28, 75.14, 78.55),
+    "PromptSRC": (84.26, 76.10, 79.97),
+    "CoOp + Proxy-FDA": (83.16, 73.67, 78.13),
+    "MaPLe + Proxy-FDA": (None, None, 79.84),
+    "PromptSRC + Proxy-FDA": (84.47, 77.45, 80.81),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Cross-dataset and domain generalization: ImageNet-trained (16 shots, all classes) models
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One method's row: the source (ImageNet) accuracy, each target's (in the protocol's
+    target order; empty: none recorded) and the average over the targets."""
+    source: Value = None
+    targets: Tuple[Value, ...] = ()
+    average: Value = None
+    where: str = ""
+
+
+_PROTEXT = ("muzairkhattak/ProText, README.md, \"ProText performs favourably well in "
+            "Cross-dataset benchmark\" (average accuracy over the 10 targets)")
+
+#: Cross-dataset: only the 10-target averages were found in a readable source (the ProText
+#: README, by the MaPLe and PromptSRC authors, quoting the papers). The per-dataset and
+#: source cells of the MaPLe/PromptSRC/KgCoOp papers' tables were not found in any
+#: repository or document we could read, so they are empty, as is KgCoOp's row.
+XD: Dict[str, Transfer] = {
+    "CoOp": Transfer(average=63.88, where=_PROTEXT),
+    "CoCoOp": Transfer(average=65.74, where=_PROTEXT),
+    "MaPLe": Transfer(average=66.30, where=_PROTEXT),
+    "PromptSRC": Transfer(average=65.81, where=_PROTEXT),
+}
+
+#: Domain generalization: none found in a readable source (the peers' READMEs and docs give
+#: base-to-novel tables only; their DG tables are in the papers' PDFs).
+DG: Dict[str, Transfer] = {}
+
+
+# ---------------------------------------------------------------------------------------
+# Few-shot: per-shots averages over the 11 datasets
+
+
+@dataclass(frozen=True)
+class FewShot:
+    """Accuracy averaged over the 11 datasets, per shots (tools/protocol.py FEW_SHOT_SHOTS)."""
+    by_shots: Dict[int, Value] = field(default_factory=dict)
+    where: str = ""
+
+
+#: None found in a readable source (PromptSRC's few-shot table, with CLIP linear probe, CoOp,
+#: CoCoOp, MaPLe and PromptSRC, is in its paper's PDF only).
+FEW_SHOT: Dict[str, FewShot] = {}
