@@ -310,7 +310,8 @@ def test_fresh_split_only_behind_create_split(tmp_path):
     with pytest.raises(DatasetError, match="split_zhou_OxfordPets.json not found") as err:
         build(tmp_path, "OxfordPets")
     msg = str(err.value)
-    assert "scripts/download_splits.py" in msg and "1501r8Ber4nNKvmlFVQZ8SeUHTcdTTEqs" in msg
+    assert "python -m tools.datasets download" in msg and "--splits-only" in msg
+    assert "1501r8Ber4nNKvmlFVQZ8SeUHTcdTTEqs" in msg
     assert "DATASET.CREATE_SPLIT True" in msg
 
     ds = build(tmp_path, "OxfordPets", CREATE_SPLIT=True)
@@ -753,5 +754,5 @@ def test_truncated_split_file_is_one_error_naming_it_and_where_to_get_it(tmp_pat
     with open(path, "r+") as f:
         f.truncate(os.path.getsize(path) // 2)
     with pytest.raises(DatasetError, match=r"split file .*split_zhou_OxfordPets.json is not valid "
-                                           r"JSON .*truncated.*download_splits.py"):
+                                           r"JSON .*truncated.*tools.datasets download"):
         build(tmp_path, "OxfordPets")
