@@ -128,21 +128,14 @@ class ImageNet(Locatable, DatasetBase):
         }
 
     def load_listing(self, name):
-        split_dirs = {p: os.path.join(self.image_dir, p) for p in ("train", "val")}
-        for part, path in split_dirs.items():
-            if not os.path.isdir(path):
-                raise DatasetError(
-                    f"{name}: {path} not found. ImageNet needs images/train/<wnid>/ and "
-                    f"images/val/<wnid>/ (val sorted into class folders) under {self.dataset_dir}."
-                )
+        """``{"train"|"val": (class folders, file names per folder)}``: the cached listing when
+        its class folders are those on disk, else a fresh walk, then cached."""
+        split_dirs = self.split_dirs(name)
         cache = os.path.join(self.dataset_dir, LISTING_FILE)
         if os.path.isfile(cache):
-            with open(cache) as f:
-                listing = json.load(f)
-            # One scandir per split (a thousand entries) catches a cache from other data.
-            if all(listing.get(p, {}).get("folders") == sorted(e.name for e in os.scandir(d) if e.is_dir())
-                   for p, d in split_dirs.items()):
-                return {p: (listing[p]["folders"], listing[p]["files"]) for p in split_dirs}
+            listing = self.cached_listing(split_dirs)
+            if listing is not None:
+                return listing
             print(f"WARNING: {cache} does not match the class folders on disk; listing again.")
         print(f"Listing the images under {self.image_dir} (once; cached in {cache})")
         listing = {p: list_folder(d) for p, d in split_dirs.items()}
@@ -155,3 +148,28 @@ class ImageNet(Locatable, DatasetBase):
         except OSError as exc:
             print(f"WARNING: could not write {cache} ({exc}); the next start will list again.")
         return listing
+
+    def split_dirs(self, name):
+        """``{"train"|"val": folder}``, or one error if either is missing."""
+        split_dirs = {p: os.path.join(self.image_dir, p) for p in self.split_folders.values()}
+        for path in split_dirs.values():
+            if not os.path.isdir(path):
+                raise DatasetError(
+                    f"{name}: {path} not found. ImageNet needs images/train/<wnid>/ and "
+                    f"images/val/<wnid>/ (val sorted into class folders) under {self.dataset_dir}."
+                )
+        return split_dirs
+
+    def cached_listing(self, split_dirs):
+        """The listing in ``listing_cache.json`` if training would use it (it names the class
+        folders on disk), else None."""
+        cache = os.path.join(self.dataset_dir, LISTING_FILE)
+        if not os.path.isfile(cache):
+            return None
+        with open(cache) as f:
+            listing = json.load(f)
+        # One scandir per split (a thousand entries) catches a cache from other data.
+        if all(listing.get(p, {}).get("folders") == sorted(e.name for e in os.scandir(d) if e.is_dir())
+               for p, d in split_dirs.items()):
+            return {p: (listing[p]["folders"], listing[p]["files"]) for p in split_dirs}
+        return None
