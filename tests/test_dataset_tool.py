@@ -346,3 +346,10 @@ def test_check_of_a_missing_dataset_says_how_to_get_it(tmp_path, capsys):
 def test_unknown_dataset_name_is_one_error(tmp_path, capsys):
     code, _, err = run(capsys, "check", tmp_path, "--dataset", "oxford_petz")
     assert code == 1 and err.startswith("ERROR: unknown dataset(s) oxford_petz; choose from imagenet, ")
+
+
+def test_a_data_folder_that_cannot_be_written_is_one_error(tmp_path, capsys):
+    (tmp_path / "data").write_text("a file where the data folder should be")
+    code, out, err = run(capsys, "download", tmp_path / "data", "--dataset", "dtd")
+    assert code == 1 and err.startswith(f"ERROR: cannot write {tmp_path / 'data'}") and err.count("\n") == 1
+    assert "Traceback" not in out + err

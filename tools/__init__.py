@@ -1,1 +1,1 @@
-"""Results tool, sweep launcher and log parsing for the base-to-novel protocol."""
+"""Results tool, sweep launcher, protocols, log parsing and dataset preparation (tools/README.md)."""

@@ -239,13 +239,17 @@ def unpack_imagenet(staging, files):
 
 
 def unpack_cars(staging, files):
+    # into torchvision's StanfordCars layout, so that `convert --from` takes a root laid out
+    # for torchvision as well
     from torchvision.datasets.utils import extract_archive
 
+    folder = os.path.join(staging, "stanford_cars")
+    os.makedirs(folder)
     for name, path in files.items():
         if name.endswith(".tgz"):
-            extract_archive(path, staging)  # cars_train/, cars_test/, devkit/
+            extract_archive(path, folder)  # cars_train/, cars_test/, devkit/
         else:
-            shutil.copy2(path, staging)
+            shutil.copy2(path, folder)
 
 
 @dataclass(frozen=True)
@@ -276,8 +280,8 @@ SOURCES: Dict[str, Source] = {
         ByHand(("cars_train.tgz", "cars_test.tgz", "car_devkit.tgz", "cars_test_annos_withlabels.mat"),
                "the official site no longer serves them, and torchvision's downloader refuses "
                "for that reason; copies are linked from pytorch/vision issue 7545", unpack_cars),
-        (("cars_train", "cars_train"), ("cars_test", "cars_test"), ("devkit", "devkit"),
-         ("cars_test_annos_withlabels.mat", "cars_test_annos_withlabels.mat"))),
+        tuple((f"stanford_cars/{name}", name) for name in (
+            "cars_train", "cars_test", "devkit", "cars_test_annos_withlabels.mat"))),
     "OxfordFlowers": Source(Torchvision("Flowers102", f"{VGG}/flowers/102/"),
                             (("flowers-102/jpg", "jpg"), ("flowers-102/imagelabels.mat", "imagelabels.mat"),
                              ("flowers-102/setid.mat", "setid.mat"))),
@@ -443,9 +447,10 @@ def move(origin, target):
 def offline_error(failure: FetchFailed) -> DatasetError:
     return DatasetError(
         f"no network: {failure.entry.name}'s {failure.what} could not be fetched from "
-        f"{failure.where} ({reason(failure.cause)}). Run this command on a machine with internet "
-        f"and copy the data folder here, or list every file with --dry-run and fetch them "
-        f"elsewhere (DATASETS.md)."
+        f"{failure.where}: the host cannot be reached ({type(failure.cause).__name__}). Run this "
+        f"command on a machine with internet "
+        f"and copy the data folder here (--dry-run lists what it fetches and where each goes; "
+        f"DATASETS.md)."
     )
 
 
@@ -474,7 +479,7 @@ def cmd_download(args) -> int:
                     failures.append(failure)
                 except (DatasetError, OSError) as exc:
                     outcome.images = "failed"
-                    failures.append(FetchFailed(outcome.entry, "conversion", folders.tree, exc))
+                    failures.append(FetchFailed(outcome.entry, "images", folders.tree, exc))
                 if outcome.images == "by hand":
                     outcome.note = by_hand_note(folders)
     except Offline as offline:
@@ -565,7 +570,7 @@ def cmd_convert(args) -> int:
             failures.append(failure)
         except (DatasetError, OSError) as exc:
             outcome.images = "failed"
-            failures.append(FetchFailed(entry, "conversion", args.source or folders.tree, exc))
+            failures.append(FetchFailed(entry, "images", args.source or folders.tree, exc))
     print(summary(outcomes))
     return report_failures(failures, root)
 
@@ -870,6 +875,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to go on from here", file=sys.stderr)
         return 130
+    except OSError as exc:  # a folder that cannot be written: read-only, full, no permission
+        where = exc.filename or args.root
+        print(f"ERROR: cannot write {where} ({exc.strerror or exc}): check the folder's "
+              f"permissions and free space, then run the same command again.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
