@@ -166,8 +166,11 @@ class ImageNet(Locatable, DatasetBase):
         cache = os.path.join(self.dataset_dir, LISTING_FILE)
         if not os.path.isfile(cache):
             return None
-        with open(cache) as f:
-            listing = json.load(f)
+        try:
+            with open(cache) as f:
+                listing = json.load(f)
+        except (OSError, ValueError):  # damaged: it is only a cache, so list again
+            return None
         # One scandir per split (a thousand entries) catches a cache from other data.
         if all(listing.get(p, {}).get("folders") == sorted(e.name for e in os.scandir(d) if e.is_dir())
                for p, d in split_dirs.items()):

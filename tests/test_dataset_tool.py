@@ -353,3 +353,24 @@ def test_a_data_folder_that_cannot_be_written_is_one_error(tmp_path, capsys):
     code, out, err = run(capsys, "download", tmp_path / "data", "--dataset", "dtd")
     assert code == 1 and err.startswith(f"ERROR: cannot write {tmp_path / 'data'}") and err.count("\n") == 1
     assert "Traceback" not in out + err
+
+
+def test_every_protocol_dataset_has_a_source_and_a_miniature():
+    assert set(tool.SOURCES) == set(CONFIG) == set(SOURCES)
+
+
+def test_a_deleted_image_folder_is_downloaded_again(tmp_path, monkeypatch, capsys):
+    FakeWeb([SOURCES["OxfordPets"]()]).install(monkeypatch)
+    assert run(capsys, "download", tmp_path, "--dataset", "oxford_pets")[0] == 0
+    shutil.rmtree(tmp_path / "oxford_pets" / "images")  # what check's fix for missing images says
+    code, out, _ = run(capsys, "check", tmp_path, "--dataset", "oxford_pets")
+    assert code == 1 and "delete the image folder, then get it with" in out
+    code, out, _ = run(capsys, "download", tmp_path, "--dataset", "oxford_pets")
+    assert code == 0 and "fetching again" in out
+    assert run(capsys, "check", tmp_path, "--dataset", "oxford_pets")[0] == 0
+
+
+def test_a_damaged_imagenet_listing_cache_is_listed_again(complete, capsys):
+    (complete / "imagenet" / "listing_cache.json").write_text('{"train": {"fold')
+    assert len(build(complete, "ImageNet").train_x) == SOURCES["ImageNet"]().counts[0]
+    assert run(capsys, "check", complete, "--dataset", "imagenet")[0] == 0

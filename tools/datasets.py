@@ -338,6 +338,11 @@ class Folders:
     def converted(self):
         return all(os.path.lexists(t) for t in self.targets())
 
+    def can_convert(self, tree):
+        """Whether ``tree`` holds every part that is not in place yet."""
+        return all(os.path.lexists(os.path.join(tree, src)) for src, dst in self.source.moves
+                   if not os.path.lexists(os.path.join(self.dataset_dir, dst)))
+
 
 def fetch_split_files(root, entry, force=False) -> str:
     """The dataset's Google Drive files (split, class names) into its folder."""
@@ -385,6 +390,11 @@ def fetch_images(folders: Folders) -> str:
     if folders.converted():
         return "present"
     source = folders.source.fetch
+    if os.path.isdir(folders.tree) and not folders.can_convert(folders.tree):
+        # Converted before, and since then a converted folder was deleted: fetch it again.
+        print(f"{folders.entry.name}: {folders.tree} lacks parts that are missing; fetching again",
+              flush=True)
+        shutil.rmtree(folders.tree)
     if not os.path.isdir(folders.tree):
         if isinstance(source, ByHand) and source.missing(folders.supplied):
             return "by hand"
@@ -682,7 +692,8 @@ def check_imagenet(finding, ds, root, verify, workers):
     listing = {part: list_folder(d) for part, d in split_dirs.items()}
     lists = ds.image_lists(listing, classnames)  # one error for folders not in classnames.txt
     for part, (folders, _) in listing.items():
-        absent = [w for w in classnames if w not in set(folders)]
+        present = set(folders)
+        absent = [w for w in classnames if w not in present]
         if absent:
             finding.problems.append(
                 f"{name}: images/{part} has {len(folders)} of the {len(classnames)} class folders "
