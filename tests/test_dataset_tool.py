@@ -14,7 +14,7 @@ import urllib.error
 import pytest
 
 from datasets.common import SPLIT_KEYS
-from tests.helpers.dataset_sources import JPEG, SOURCES, FakeWeb, touch
+from tests.helpers.dataset_sources import SOURCES, FakeWeb, touch
 from tests.test_datasets import build, make_split_layout
 from tools import datasets as tool
 

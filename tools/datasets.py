@@ -34,7 +34,7 @@ connection failure with one ``ERROR:`` line; ``--dry-run`` lists every file and 
 a variant's images), so it checks what training reads: per split, images found against
 expected, then missing, unreadable and extra files. For ImageNet and its variants, expected is
 the published count. By default an image is "readable" when it exists and is not empty (no
-image is opened, so a large tree takes one directory walk); ``--verify-images`` decodes every
+image is opened: a directory walk and a stat per file); ``--verify-images`` decodes every
 image with training's reader. The exit code is 0 when every dataset is complete, 1 otherwise.
 """
 from __future__ import annotations
