@@ -183,13 +183,19 @@ def split_rows(data, path, name, keys, what, fix):
     return rows
 
 
+def read_split_rows(path, name, how_to_get=""):
+    """``{"train"|"val"|"test": rows}`` of a ``split_zhou_*.json`` file (images not looked at),
+    or one DatasetError naming the file, what is wrong and ``how_to_get``."""
+    fix = (how_to_get or "Get the file again (see DATASETS.md).").strip()
+    split = read_json_file(path, name, "split file", fix)
+    return split_rows(split, path, name, SPLIT_KEYS, "split file", fix)
+
+
 def read_split(path, prefix, name, how_to_get=""):
     """Train, val and test of a ``split_zhou_*.json`` file, paths relative to ``prefix``."""
     print(f"Reading split from {path}")
-    fix = (how_to_get or "Get the file again (see DATASETS.md).").strip()
-    split = read_json_file(path, name, "split file", fix)
+    rows = read_split_rows(path, name, how_to_get)
     source = os.path.basename(path)
-    rows = split_rows(split, path, name, SPLIT_KEYS, "split file", fix)
     return tuple(make_split_items({f"{source} ({key})": rows[key] for key in SPLIT_KEYS}, prefix, name))
 
 
@@ -414,12 +420,29 @@ def subsample_classes(*splits, subsample="all"):
 # ----------------------------------------------------------------------------- the base class
 
 
-class SplitDataset(DatasetBase):
+class Locatable:
+    """``located(cfg)``: a dataset whose folders are set (``name``, ``dataset_dir``,
+    ``image_dir``, by its ``_locate(cfg)``) but whose images are not read. ``python -m
+    tools.datasets check`` reads a dataset's lists through it, so that it checks what
+    training reads. One error if the dataset folder is missing."""
+
+    @classmethod
+    def located(cls, cfg):
+        self = cls.__new__(cls)  # not __init__: that loads the whole dataset
+        self._locate(cfg)
+        return self
+
+    def _locate(self, cfg):
+        raise NotImplementedError
+
+
+class SplitDataset(Locatable, DatasetBase):
     """A dataset read from a split file under ``<root>/<dataset_dir>``.
 
     Subclasses set the class attributes below and, where they can build a split from
     the official files, ``make_split`` (used only with ``DATASET.CREATE_SPLIT True``).
-    ``load_splits`` may be overridden outright (FGVCAircraft reads official txt files).
+    ``split_rows`` may be overridden (FGVCAircraft reads official txt files); it is also
+    what ``python -m tools.datasets check`` reads, so the check sees what training reads.
     """
 
     TEMPLATE = None        # hand-crafted prompt, e.g. "a photo of a {}, a type of pet."
@@ -430,10 +453,7 @@ class SplitDataset(DatasetBase):
     fewshot_val = True     # draw a min(K, 4)-shot val set too (False: keep the whole val split)
 
     def __init__(self, cfg):
-        self.name = type(self).__name__
-        self.dataset_dir = dataset_folder(cfg, self.folder(cfg), self.name, self.how_to_get())
-        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
-        self.cfg = cfg
+        self._locate(cfg)
         train, val, test = self.load_splits()
         train, drawn_val = few_shot(
             cfg, self.dataset_dir, train, val if self.fewshot_val else None, self.name, self._cache_tag
@@ -443,6 +463,12 @@ class SplitDataset(DatasetBase):
         super().__init__(train_x=train, val=val, test=test)
 
     _cache_tag = ""
+
+    def _locate(self, cfg):
+        self.name = type(self).__name__
+        self.dataset_dir = dataset_folder(cfg, self.folder(cfg), self.name, self.how_to_get())
+        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
+        self.cfg = cfg
 
     @classmethod
     def folder(cls, cfg):
@@ -457,24 +483,44 @@ class SplitDataset(DatasetBase):
         if drive_id is None:
             return "See DATASETS.md for how to download and lay out this dataset."
         return (
-            f"Download it with `python scripts/download_splits.py --root <DATASET.ROOT> "
-            f"--dataset {cls.__name__}` (Google Drive id {drive_id}, "
+            f"Download it with `python -m tools.datasets download <DATASET.ROOT> --dataset "
+            f"{cls.__name__} --splits-only` (Google Drive id {drive_id}, "
             f"https://drive.google.com/uc?id={drive_id})."
+        )
+
+    def split_source(self, split):
+        """The file (and list) ``split_rows()[split]`` comes from, as messages name it."""
+        return f"{self.split_file} ({split})"
+
+    def split_rows(self):
+        """The published split as ``{"train"|"val"|"test": [[relpath, label, classname], ...]}``,
+        paths relative to ``image_dir``; the images are not looked at. One error if the split
+        file is missing or damaged, naming how to get it."""
+        split_path = os.path.join(self.dataset_dir, self.split_file)
+        if not os.path.isfile(split_path):
+            raise self._missing_split()
+        return read_split_rows(split_path, self.name, self.how_to_get())
+
+    def _missing_split(self):
+        return DatasetError(
+            f"{self.name}: split file {self.split_file} not found in {self.dataset_dir}. "
+            f"{self.how_to_get()} Published results use this split. To make a fresh "
+            f"random split from the official files instead (not comparable to papers), "
+            f"set DATASET.CREATE_SPLIT True."
         )
 
     def load_splits(self):
         split_path = os.path.join(self.dataset_dir, self.split_file)
         prefix = self.image_dir
-        if os.path.isfile(split_path):
-            return read_split(split_path, prefix, self.name, self.how_to_get())
+        if not self.split_file or os.path.isfile(split_path):  # no split_file: split_rows knows
+            if self.split_file:
+                print(f"Reading split from {split_path}")
+            rows = self.split_rows()
+            return tuple(make_split_items({self.split_source(key): rows[key] for key in SPLIT_KEYS},
+                                          prefix, self.name))
         create = bool(getattr(self.cfg.DATASET, "CREATE_SPLIT", False))
         if not create:
-            raise DatasetError(
-                f"{self.name}: split file {self.split_file} not found in {self.dataset_dir}. "
-                f"{self.how_to_get()} Published results use this split. To make a fresh "
-                f"random split from the official files instead (not comparable to papers), "
-                f"set DATASET.CREATE_SPLIT True."
-            )
+            raise self._missing_split()
         # A fresh split never takes the published file's name, nor shares its cache.
         fresh_path = os.path.join(self.dataset_dir, self.split_file.replace("split_zhou_", "split_fresh_"))
         self._cache_tag = "-fresh"

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dassl_compat import DATASET_REGISTRY, DatasetBase
 from errors import DatasetError
 
-from .common import ListedDatum, dataset_folder, few_shot, require_file, subsample_classes
+from .common import ListedDatum, Locatable, dataset_folder, few_shot, require_file, subsample_classes
 
 CLASSNAMES_DRIVE_ID = "1-61f_ol79pViBFDG_IDlUQSwoLcn2XXF"
 LISTING_FILE = "listing_cache.json"
@@ -26,7 +26,7 @@ LISTING_FILE = "listing_cache.json"
 
 def classnames_hint(dataset):
     return (
-        f"Download it with `python scripts/download_splits.py --root <DATASET.ROOT> --dataset {dataset}` "
+        f"Download it with `python -m tools.datasets download <DATASET.ROOT> --dataset {dataset} --splits-only` "
         f"(Google Drive id {CLASSNAMES_DRIVE_ID}, https://drive.google.com/uc?id={CLASSNAMES_DRIVE_ID})."
     )
 
@@ -96,44 +96,46 @@ def list_folder(split_dir):
 
 
 @DATASET_REGISTRY.register()
-class ImageNet(DatasetBase):
+class ImageNet(Locatable, DatasetBase):
     TEMPLATE = "a photo of a {}."
     dataset_dir = "imagenet"
     downloads = {"classnames.txt": CLASSNAMES_DRIVE_ID}
+    split_folders = {"train": "train", "test": "val"}  # split -> folder under images/
+    # ILSVRC-2012's published sizes; `python -m tools.datasets check` counts against them.
+    num_images = {"train": 1281167, "test": 50000}
 
     def __init__(self, cfg):
-        name = type(self).__name__
-        self.dataset_dir = dataset_folder(cfg, type(self).dataset_dir, name, "See DATASETS.md.")
-        self.image_dir = os.path.join(self.dataset_dir, "images")
+        self._locate(cfg)
+        name = self.name
         classnames = read_classnames(self.dataset_dir, name)
-        listing = self.load_listing(name)
-        train, test = (
-            ImageList.from_folders(
-                os.path.join(self.image_dir, part), folders, files, names_for(folders, classnames, name)
-            )
-            for part, (folders, files) in ((p, listing[p]) for p in ("train", "val"))
-        )
+        train, test = self.image_lists(self.load_listing(name), classnames).values()
         train, _ = few_shot(cfg, self.dataset_dir, train, None, name)
         train, test = subsample_classes(train, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         # The val set is the test set (the reference evaluates the last-step model).
         super().__init__(train_x=train, val=test, test=test)
 
+    def _locate(self, cfg):
+        self.name = type(self).__name__
+        self.dataset_dir = dataset_folder(cfg, type(self).dataset_dir, self.name, "See DATASETS.md.")
+        self.image_dir = os.path.join(self.dataset_dir, "images")
+
+    def image_lists(self, listing, classnames):
+        """``{"train": ImageList, "test": ImageList}`` from a ``load_listing``-style listing."""
+        return {
+            split: ImageList.from_folders(os.path.join(self.image_dir, part), *listing[part],
+                                          names_for(listing[part][0], classnames, self.name))
+            for split, part in self.split_folders.items()
+        }
+
     def load_listing(self, name):
-        split_dirs = {p: os.path.join(self.image_dir, p) for p in ("train", "val")}
-        for part, path in split_dirs.items():
-            if not os.path.isdir(path):
-                raise DatasetError(
-                    f"{name}: {path} not found. ImageNet needs images/train/<wnid>/ and "
-                    f"images/val/<wnid>/ (val sorted into class folders) under {self.dataset_dir}."
-                )
+        """``{"train"|"val": (class folders, file names per folder)}``: the cached listing when
+        its class folders are those on disk, else a fresh walk, then cached."""
+        split_dirs = self.split_dirs(name)
         cache = os.path.join(self.dataset_dir, LISTING_FILE)
         if os.path.isfile(cache):
-            with open(cache) as f:
-                listing = json.load(f)
-            # One scandir per split (a thousand entries) catches a cache from other data.
-            if all(listing.get(p, {}).get("folders") == sorted(e.name for e in os.scandir(d) if e.is_dir())
-                   for p, d in split_dirs.items()):
-                return {p: (listing[p]["folders"], listing[p]["files"]) for p in split_dirs}
+            listing = self.cached_listing(split_dirs)
+            if listing is not None:
+                return listing
             print(f"WARNING: {cache} does not match the class folders on disk; listing again.")
         print(f"Listing the images under {self.image_dir} (once; cached in {cache})")
         listing = {p: list_folder(d) for p, d in split_dirs.items()}
@@ -146,3 +148,31 @@ class ImageNet(DatasetBase):
         except OSError as exc:
             print(f"WARNING: could not write {cache} ({exc}); the next start will list again.")
         return listing
+
+    def split_dirs(self, name):
+        """``{"train"|"val": folder}``, or one error if either is missing."""
+        split_dirs = {p: os.path.join(self.image_dir, p) for p in self.split_folders.values()}
+        for path in split_dirs.values():
+            if not os.path.isdir(path):
+                raise DatasetError(
+                    f"{name}: {path} not found. ImageNet needs images/train/<wnid>/ and "
+                    f"images/val/<wnid>/ (val sorted into class folders) under {self.dataset_dir}."
+                )
+        return split_dirs
+
+    def cached_listing(self, split_dirs):
+        """The listing in ``listing_cache.json`` if training would use it (it names the class
+        folders on disk), else None."""
+        cache = os.path.join(self.dataset_dir, LISTING_FILE)
+        if not os.path.isfile(cache):
+            return None
+        try:
+            with open(cache) as f:
+                listing = json.load(f)
+        except (OSError, ValueError):  # damaged: it is only a cache, so list again
+            return None
+        # One scandir per split (a thousand entries) catches a cache from other data.
+        if all(listing.get(p, {}).get("folders") == sorted(e.name for e in os.scandir(d) if e.is_dir())
+               for p, d in split_dirs.items()):
+            return {p: (listing[p]["folders"], listing[p]["files"]) for p in split_dirs}
+        return None

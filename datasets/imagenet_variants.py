@@ -8,20 +8,31 @@ import os
 from dassl_compat import DATASET_REGISTRY, DatasetBase, listdir_nohidden
 from errors import DatasetError
 
-from .common import ListedDatum, dataset_folder
+from .common import ListedDatum, Locatable, dataset_folder
 from .imagenet import CLASSNAMES_DRIVE_ID, names_for, read_classnames
 
 
-class ImageNetVariant(DatasetBase):
+class ImageNetVariant(Locatable, DatasetBase):
     TEMPLATE = "a photo of a {}."
     dataset_dir = ""
     image_subdir = ""
     downloads = {"classnames.txt": CLASSNAMES_DRIVE_ID}
 
+    num_images = {}  # published size of the test split; `python -m tools.datasets check` counts against it
+
     def __init__(self, cfg):
-        name = type(self).__name__
-        self.dataset_dir = dataset_folder(cfg, type(self).dataset_dir, name, "See DATASETS.md.")
+        self._locate(cfg)
+        data = self.images()
+        super().__init__(train_x=data, test=data)
+
+    def _locate(self, cfg):
+        self.name = type(self).__name__
+        self.dataset_dir = dataset_folder(cfg, type(self).dataset_dir, self.name, "See DATASETS.md.")
         self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
+
+    def images(self):
+        """Every image, as Datums labelled in ``class_folders`` order."""
+        name = self.name
         if not os.path.isdir(self.image_dir):
             raise DatasetError(f"{name}: image folder {self.image_dir} not found. See DATASETS.md.")
         classnames = read_classnames(self.dataset_dir, name)
@@ -31,7 +42,7 @@ class ImageNetVariant(DatasetBase):
             class_dir = os.path.join(self.image_dir, folder)
             data.extend(ListedDatum(os.path.join(class_dir, im), label, classname=classname)
                         for im in sorted(listdir_nohidden(class_dir)))
-        super().__init__(train_x=data, test=data)
+        return data
 
     def class_folders(self, classnames, name):
         """``(folders, class names)``, in label order."""
@@ -43,6 +54,7 @@ class ImageNetVariant(DatasetBase):
 class ImageNetV2(ImageNetVariant):
     dataset_dir = "imagenetv2"
     image_subdir = "imagenetv2-matched-frequency-format-val"
+    num_images = {"test": 10000}
 
     def class_folders(self, classnames, name):
         folders = [str(label) for label in range(len(classnames))]
@@ -59,15 +71,18 @@ class ImageNetV2(ImageNetVariant):
 class ImageNetSketch(ImageNetVariant):
     dataset_dir = "imagenet-sketch"
     image_subdir = "images"
+    num_images = {"test": 50889}
 
 
 @DATASET_REGISTRY.register()
 class ImageNetA(ImageNetVariant):
     dataset_dir = "imagenet-adversarial"
     image_subdir = "imagenet-a"
+    num_images = {"test": 7500}
 
 
 @DATASET_REGISTRY.register()
 class ImageNetR(ImageNetVariant):
     dataset_dir = "imagenet-rendition"
     image_subdir = "imagenet-r"
+    num_images = {"test": 30000}

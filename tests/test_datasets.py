@@ -17,18 +17,7 @@ import datasets
 from dassl_compat import DATASET_REGISTRY, get_cfg_default
 from datasets.common import ListedDatum, draw_few_shot
 from errors import ConfigError, DatasetError
-
-JPEG = bytes.fromhex(  # a valid 1x1 JPEG; only existence matters to the readers
-    "ffd8ffe000104a46494600010100000100010000ffdb004300080606070605080707070909080a0c14"
-    "0d0c0b0b0c1912130f141d1a1f1e1d1a1c1c20242e2720222c231c1c2837292c30313434341f27393d"
-    "38323c2e333432ffc0000b080001000101011100ffc4001f0000010501010101010100000000000000"
-    "000102030405060708090a0bffc400b5100002010303020403050504040000017d0102030004110512"
-    "2131410613516107227114328191a1082342b1c11552d1f02433627282090a161718191a2526272829"
-    "2a3435363738393a434445464748494a535455565758595a636465666768696a737475767778797a83"
-    "8485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8"
-    "c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8f9faffda0008010100003f00"
-    "fbd3ffd9"
-)
+from tests.helpers.dataset_sources import JPEG  # a valid 1x1 JPEG; only existence matters here
 
 
 def touch(path):
@@ -310,7 +299,8 @@ def test_fresh_split_only_behind_create_split(tmp_path):
     with pytest.raises(DatasetError, match="split_zhou_OxfordPets.json not found") as err:
         build(tmp_path, "OxfordPets")
     msg = str(err.value)
-    assert "scripts/download_splits.py" in msg and "1501r8Ber4nNKvmlFVQZ8SeUHTcdTTEqs" in msg
+    assert "python -m tools.datasets download" in msg and "--splits-only" in msg
+    assert "1501r8Ber4nNKvmlFVQZ8SeUHTcdTTEqs" in msg
     assert "DATASET.CREATE_SPLIT True" in msg
 
     ds = build(tmp_path, "OxfordPets", CREATE_SPLIT=True)
@@ -583,6 +573,8 @@ def test_error_bad_subsample_value(tmp_path):
 
 
 def test_download_script_fails_clearly_offline(tmp_path, monkeypatch, capsys):
+    # scripts/download_splits.py is now `python -m tools.datasets download --splits-only`
+    # (tests/test_dataset_tool.py); the old entry point still works, with the same arguments.
     import importlib.util
     import sys
     import types
@@ -599,7 +591,7 @@ def test_download_script_fails_clearly_offline(tmp_path, monkeypatch, capsys):
     spec.loader.exec_module(script)
     assert script.main(["--root", str(tmp_path), "--dataset", "EuroSAT"]) == 1
     err = capsys.readouterr().err
-    assert "1 download(s) failed" in err and "eurosat/split_zhou_EuroSAT.json" in err
+    assert err.startswith("ERROR: no network: EuroSAT's split_zhou_EuroSAT.json")
     assert "https://drive.google.com/uc?id=1Ip7yaCWFi0eaOFUGga0lUdVi_DDQth1o" in err
     assert not list(tmp_path.rglob("*.part"))
 
@@ -629,7 +621,7 @@ def test_download_script_takes_config_and_class_names(tmp_path):
     assert by_config == list(script.targets(str(tmp_path), ["OxfordPets"]))
     assert by_config and by_config[0][1].endswith("split_zhou_OxfordPets.json")
     assert len({t[0] for t in script.targets(str(tmp_path), [])}) >= 14  # every dataset
-    with pytest.raises(SystemExit, match="oxford_petz"):
+    with pytest.raises(SystemExit, match="ERROR: unknown dataset.*oxford_petz"):
         list(script.targets(str(tmp_path), ["oxford_petz"]))
 
 
@@ -753,5 +745,5 @@ def test_truncated_split_file_is_one_error_naming_it_and_where_to_get_it(tmp_pat
     with open(path, "r+") as f:
         f.truncate(os.path.getsize(path) // 2)
     with pytest.raises(DatasetError, match=r"split file .*split_zhou_OxfordPets.json is not valid "
-                                           r"JSON .*truncated.*download_splits.py"):
+                                           r"JSON .*truncated.*tools.datasets download"):
         build(tmp_path, "OxfordPets")

@@ -1,2 +1,2 @@
 """The protocols (folders, configs, train.py arguments), the sweep launcher, the results
-tool and log parsing."""
+tool, log parsing and dataset preparation (tools/README.md)."""
