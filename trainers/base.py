@@ -17,7 +17,8 @@ cross-entropy on the CLIP logits, ``step_loss``. Everything else is here, once:
   ``provides`` what it needs; no regularizer is named here;
 * our own scheduler and checkpoint I/O (both engines): checkpoints hold the learnable
   parameters (and optimizer, scheduler, epoch and RNG state), never the frozen CLIP;
-* evaluation encodes the class text features once per evaluation.
+* evaluation encodes the class text features once per evaluation, and takes the image
+  features of a frozen image tower from the feature cache (``feature_cache.py``).
 """
 import contextlib
 
@@ -42,6 +43,7 @@ from errors import ConfigError, TrainingDiverged
 from regularizers import (FeatureSets, FrozenCLIP, build_regularizers, needed_features,
                           regularization_loss)
 
+from . import feature_cache
 from .models import ForwardHooks, StepLoss
 
 
@@ -263,12 +265,20 @@ class PromptTrainer(TrainerX):
         return out
 
     # ------------------------------------------------------------ evaluation
+    def image_features_frozen(self):
+        """Whether this learner's image features depend on nothing it learns, so that an
+        evaluation may reuse cached ones (``trainers/feature_cache.py``). By default: its
+        prompts do not reach the image tower (``prompted_towers()``, the statement the
+        regularizers rely on too). A learner that changes the image tower in any other way
+        (adapters, LoRA) lists "image" there or overrides this."""
+        return "image" not in self.prompted_towers()
+
     def model_inference(self, images):
         with self.autocast():
-            return self.model(images)
+            return feature_cache.image_logits(self, images)
 
     def test(self, split=None):
-        with self.model.cached_text_features():
+        with self.model.cached_text_features(), feature_cache.evaluation(self, split):
             return super().test(split)
 
     # ----------------------------------------------------------- checkpoints
