@@ -274,9 +274,13 @@ def test_a_vision_prompt_learner_never_reads_the_cache(data, tmp_path, capsys, m
         feature_cache.feature_key(t, t.test_loader)
     set_cache(t, cache)
     before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
-    opened = []
-    real_load = torch.load
-    monkeypatch.setattr(torch, "load", lambda f, *a, **k: (opened.append(f), real_load(f, *a, **k))[1])
+    opened, real_load = [], torch.load
+
+    def recording_load(f, *args, **kwargs):
+        opened.append(f)
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
     _, logits_cached, log, decoded = evaluate(t, capsys, monkeypatch)
     assert not [f for f in opened if str(cache) in str(f)]
     assert torch.equal(logits_cached, logits) and decoded == 24

@@ -1,7 +1,7 @@
 """Training-step cost of our towers against the batch-first, full-length path they replaced.
 
     python tools/bench_speed.py [--quick] [--steps 3] [--threads 1] [--out table.md]
-    python tools/bench_speed.py --eval-cache [--quick] [--rounds 2]
+    python tools/bench_speed.py --eval-cache [--quick] [--rounds 3]
 
 For each case (trainer, number of classes, batch) it builds the trainer's model twice from
 the same random weights and the same prompt values: ours (blocks sequence-first, text only up
@@ -404,7 +404,7 @@ def main(argv=None):
                    help="one CoOp step at 1000 classes with checkpointed text: peak memory")
     p.add_argument("--eval-cache", action="store_true",
                    help="evaluation: full path vs an empty and a filled image-feature cache")
-    p.add_argument("--rounds", type=int, default=2,
+    p.add_argument("--rounds", type=int, default=3,
                    help="--eval-cache: timed evaluations per side (alternating order)")
     a = p.parse_args(argv)
     if a.imagenet_step:

@@ -175,6 +175,12 @@ def feature_key(trainer, loader):
 
 
 # ------------------------------------------------------------------ the file
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _features_digest(features):
     return hashlib.blake2b(_tensor_bytes(features), digest_size=20).hexdigest()
 
@@ -210,7 +216,7 @@ class FeatureFile:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             return "not a feature file of this version"
         if data.get("key") != self.key:
-            return "another key's (foreign)"
+            return "of another key (foreign)"
         features = data.get("features")
         if not isinstance(features, torch.Tensor) or features.dim() != 2 \
                 or features.shape[0] != self.n_images:
@@ -251,6 +257,7 @@ class FeatureFile:
                     torch.save(data, f)
                     f.flush()
                     os.fsync(f.fileno())
+                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would keep a group out
                 os.replace(tmp, self.path)
                 tmp = None
             return True
@@ -354,8 +361,7 @@ def evaluation(trainer, split):
         return
     try:
         file = FeatureFile(cache_dir(trainer.cfg), feature_key(trainer, loader))
-    except OSError as exc:  # an image that cannot be stat'ed: the evaluation will say
-        print(f"WARNING: image-feature cache not used ({exc}).")
+    except OSError:  # an image that cannot be stat'ed: the evaluation itself will name it
         yield
         return
     features = file.read()
