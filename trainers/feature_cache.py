@@ -262,7 +262,7 @@ class FeatureFile:
                 os.replace(tmp, self.path)
                 tmp = None
             return True
-        except (OSError, Timeout, RuntimeError) as exc:  # torch.save reports a full disk so
+        except (OSError, Timeout, RuntimeError) as exc:  # torch.save: a full disk is a RuntimeError
             print(f"WARNING: could not write the image-feature cache file {self.path} "
                   f"({exc}); this evaluation was not cached.")
             return False
