@@ -56,6 +56,7 @@ def extend_cfg(cfg):
     cfg.MODEL.BACKBONE.TRUNCATE_TEXT = True
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     trainers.add_trainer_config(cfg)
+    trainers.add_feature_cache_config(cfg)
     datasets.add_dataset_config(cfg)
     regularizers.add_regularizer_config(cfg)
 

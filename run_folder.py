@@ -23,7 +23,8 @@ IDENTITY_FILE = "run.json"
 LOCK_FILE = ".lock"
 # Keys that do not change what a run computes: where things are, and how it reports.
 NOT_IDENTITY = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "DATALOADER.NUM_WORKERS",
-                "TRAIN.PRINT_FREQ", "VERBOSE", "USE_CUDA")
+                "TRAIN.PRINT_FREQ", "VERBOSE", "USE_CUDA", "TEST.FEATURE_CACHE",
+                "TEST.FEATURE_CACHE_DIR")
 
 
 class RunFolderError(UserError):

@@ -168,7 +168,7 @@ def _image(ctx):
 def _image_frozen(ctx):
     if getattr(ctx.features, "image_frozen", None) is not None:
         return ctx.features.image_frozen
-    if not ctx.trainer.image_features_learned() and ctx.features.image is not None:
+    if ctx.trainer.image_features_frozen() and ctx.features.image is not None:
         return ctx.features.image.detach()  # the image tower is not prompted: these are frozen
     with torch.no_grad():
         return ctx.backbone.image(ctx.images)

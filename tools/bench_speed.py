@@ -1,6 +1,7 @@
 """Training-step cost of our towers against the batch-first, full-length path they replaced.
 
     python tools/bench_speed.py [--quick] [--steps 3] [--threads 1] [--out table.md]
+    python tools/bench_speed.py --eval-cache [--quick] [--rounds 3]
 
 For each case (trainer, number of classes, batch) it builds the trainer's model twice from
 the same random weights and the same prompt values: ours (blocks sequence-first, text only up
@@ -26,6 +27,17 @@ This is a measurement tool, not a test: timings on a shared machine vary.
 ``--imagenet-step`` instead runs one CoOp training step at 1000 classes (ImageNet's) on
 ViT-B/16 with the text blocks checkpointed (``MODEL.BACKBONE.TEXT_CHECKPOINTING``), ours only,
 and prints the process's peak memory (``ru_maxrss``): what ImageNet-scale prompt tuning needs.
+
+``--eval-cache`` instead times whole evaluations (``trainer.test()``, Dassl's loop: decode,
+transform, forward, evaluator) of CoOp at 100 classes on 200 generated JPEG images (2 per
+class, 400x300), ViT-B/16 random weights at 224 px, in three ways, alternating in one
+process: the full path (``TEST.FEATURE_CACHE False``), ours with an empty image-feature
+cache (it computes and stores the features) and ours with the filled cache. Each timed
+lookup hashes the weights again, as a fresh process does. The last line is JSON:
+``eval_first`` (empty cache / full path), ``eval_cached`` (filled cache / full path),
+``max_rel_err`` (logits against the full path's), the CPU seconds of each side, and
+``decoded_cached`` (images the cached evaluations read: none). With ``--quick``: the narrow
+model at 64 px, 10 classes, 20 images (seconds; it checks the tool's plumbing).
 """
 from __future__ import annotations
 
@@ -262,6 +274,124 @@ def imagenet_step(threads):
     return 0
 
 
+# ------------------------------------------------------------------ evaluation cache
+def write_image_set(root, n_classes, per_class, seed=0):
+    """An ImageFolder set of smooth random JPEGs (400x300, as a typical photo) under
+    ``root/bench``: ``per_class`` test images and one training image per class (ImageNet's
+    class names)."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(seed)
+    for name in IMAGENET_CLASSNAMES[:n_classes]:
+        folder = name.replace(" ", "_").replace("/", "_")
+        for part, count in (("train", 1), ("test", per_class)):
+            os.makedirs(os.path.join(root, "bench", part, folder), exist_ok=True)
+            for i in range(count):
+                coarse = torch.rand(1, 3, 6, 8, generator=gen)
+                img = torch.nn.functional.interpolate(coarse, size=(300, 400), mode="bilinear")[0]
+                img = (img + 0.05 * torch.randn(img.shape, generator=gen)).clamp(0, 1)
+                pixels = (img.permute(1, 2, 0) * 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(
+                    os.path.join(root, "bench", part, folder, f"{i:03d}.jpg"), quality=90)
+
+
+def eval_trainer(root, weights, image_size, out):
+    """CoOp as train.py builds it, evaluating in this process (no loader workers, so every
+    decode is counted in this process's CPU time)."""
+    import contextlib
+    import io
+
+    from dassl_compat import build_trainer
+    from run_config import build_parser, setup_cfg
+
+    args = ["--root", root, "--seed", "1", "--trainer", "CoOp",
+            "--dataset-config-file", os.path.join(REPO, "configs/datasets/image_folder.yaml"),
+            "--config-file", os.path.join(REPO, CONFIGS["CoOp"]), "--output-dir", out,
+            "MODEL.BACKBONE.NAME", weights, "MODEL.BACKBONE.PRETRAINED", "",
+            "DATASET.IMAGE_FOLDER.DIR", "bench", "INPUT.SIZE", f"({image_size}, {image_size})",
+            "DATALOADER.NUM_WORKERS", "0", "TRAINER.COOP.PREC", "fp32"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        return build_trainer(setup_cfg(build_parser().parse_args(args)))
+
+
+def timed_eval(trainer, cache):
+    """One ``trainer.test()`` with the cache in ``cache`` (None: off): CPU seconds, logits,
+    images decoded."""
+    import contextlib
+    import io
+
+    from trainers import feature_cache
+
+    trainer.cfg.defrost()
+    trainer.cfg.TEST.FEATURE_CACHE = cache is not None
+    trainer.cfg.TEST.FEATURE_CACHE_DIR = cache or ""
+    trainer.cfg.freeze()
+    logits, decoded = [], [0]
+    evaluator, wrapper = trainer.evaluator, type(trainer.test_loader.dataset)
+    process, getitem = evaluator.process, wrapper.__getitem__
+
+    def counting_getitem(self, i):
+        decoded[0] += 1
+        return getitem(self, i)
+
+    evaluator.process = lambda mo, gt: (logits.append(mo.detach().clone()), process(mo, gt))
+    wrapper.__getitem__ = counting_getitem
+    feature_cache.forget_weight_digests()  # a later run is a fresh process: it hashes again
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            start = time.process_time()
+            trainer.test()
+            seconds = time.process_time() - start
+    finally:
+        del evaluator.process
+        wrapper.__getitem__ = getitem
+    return seconds, torch.cat(logits), decoded[0]
+
+
+def eval_cache(quick, threads, rounds):
+    """Full evaluation path vs ours with an empty and with a filled feature cache."""
+    torch.set_num_threads(threads)
+    n_classes, per_class = (10, 2) if quick else (100, 2)
+    times = {"full": [], "first": [], "cached": []}
+    max_rel_err, decoded_cached = 0.0, 0
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "weights.pt")
+        image_size = write_weights(weights, quick)
+        write_image_set(tmp, n_classes, per_class)
+        trainer = eval_trainer(tmp, weights, image_size, os.path.join(tmp, "out"))
+        full_logits, filled = None, None
+        for r in range(rounds):
+            order = ("full", "first", "cached") if r % 2 == 0 else ("cached", "first", "full")
+            if filled is None:  # the first round fills before it reads
+                order = ("full", "first", "cached")
+            for side in order:
+                cache = None
+                if side == "first":
+                    cache = filled = os.path.join(tmp, f"cache{r}")
+                elif side == "cached":
+                    cache = filled
+                seconds, logits, decoded = timed_eval(trainer, cache)
+                times[side].append(seconds)
+                if side == "full":
+                    full_logits = logits
+                else:
+                    ref = full_logits
+                    max_rel_err = max(max_rel_err,
+                                      ((logits - ref).abs().max() / ref.abs().max()).item())
+                if side == "cached":
+                    decoded_cached += decoded
+                print(f"  round {r + 1}: {side} {seconds:.2f} CPU s ({decoded} images decoded)",
+                      file=sys.stderr, flush=True)
+    med = {side: statistics.median(t) for side, t in times.items()}
+    result = {"eval_first": med["first"] / med["full"], "eval_cached": med["cached"] / med["full"],
+              "max_rel_err": max_rel_err, "full_s": med["full"], "first_s": med["first"],
+              "cached_s": med["cached"], "classes": n_classes, "images": n_classes * per_class,
+              "decoded_cached": decoded_cached}
+    print(json.dumps(result))
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="narrow model, a few minutes")
@@ -272,9 +402,15 @@ def main(argv=None):
     p.add_argument("--out", help="also write the table (markdown) here")
     p.add_argument("--imagenet-step", action="store_true",
                    help="one CoOp step at 1000 classes with checkpointed text: peak memory")
+    p.add_argument("--eval-cache", action="store_true",
+                   help="evaluation: full path vs an empty and a filled image-feature cache")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="--eval-cache: timed evaluations per side (alternating order)")
     a = p.parse_args(argv)
     if a.imagenet_step:
         return imagenet_step(a.threads)
+    if a.eval_cache:
+        return eval_cache(a.quick, a.threads, a.rounds)
     torch.set_num_threads(a.threads)
     cases = CASES
     if a.cases:

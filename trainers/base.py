@@ -23,7 +23,8 @@ with its config node (``trainers.registry.register_trainer``). Everything else i
   refused with the reason; no regularizer is named here;
 * our own scheduler and checkpoint I/O (both engines): checkpoints hold the learnable
   parameters (and optimizer, scheduler, epoch and RNG state), never the frozen CLIP;
-* evaluation encodes the class text features once per evaluation.
+* evaluation encodes the class text features once per evaluation, and takes the image
+  features of a frozen image tower from the feature cache (``feature_cache.py``).
 """
 import contextlib
 
@@ -48,6 +49,7 @@ from errors import ConfigError, TrainingDiverged
 from regularizers import (FeatureUnavailable, FrozenCLIP, StepContext, build_regularizers,
                           needed_features, produce_features, regularization_loss)
 
+from . import feature_cache
 from .models import ForwardHooks, StepLoss
 
 
@@ -76,12 +78,6 @@ class PromptTrainer(TrainerX):
         """The towers whose features depend on what this trainer learns (regularizers act on
         these only)."""
         return self.PROMPTED_TOWERS
-
-    def image_features_learned(self):
-        """Whether the image features depend on anything this trainer learns. Where they do
-        not, they are frozen CLIP's (a regularizer's ``image_frozen`` is then the step's own
-        image features, and evaluation may reuse cached ones)."""
-        return "image" in self.prompted_towers()
 
     @property
     def method_cfg(self):
@@ -363,12 +359,20 @@ class PromptTrainer(TrainerX):
         return out
 
     # ------------------------------------------------------------ evaluation
+    def image_features_frozen(self):
+        """Whether this learner's image features depend on nothing it learns, so that an
+        evaluation may reuse cached ones (``trainers/feature_cache.py``). By default: its
+        prompts do not reach the image tower (``prompted_towers()``, the statement the
+        regularizers rely on too). A learner that changes the image tower in any other way
+        (adapters, LoRA) lists "image" there or overrides this."""
+        return "image" not in self.prompted_towers()
+
     def model_inference(self, images):
         with self.autocast():
-            return self.model(images)
+            return feature_cache.image_logits(self, images)
 
     def test(self, split=None):
-        with self.model.cached_text_features():
+        with self.model.cached_text_features(), feature_cache.evaluation(self, split):
             return super().test(split)
 
     # ----------------------------------------------------------- checkpoints

@@ -55,7 +55,14 @@ class CoCoOpCLIP(PromptCLIP):
     MAX_PROMPTS_PER_CALL = 4096
 
     def forward_features(self, images, hooks=None):
-        image_features = F.normalize(self.encode_image_features(images), dim=-1)
+        return self.features_from_image_features(self.encode_image_features(images))
+
+    def logits_from_image_features(self, image_features):
+        return self.features_from_image_features(image_features).logits
+
+    def features_from_image_features(self, image_features):
+        """The meta-net reads the normalized image features, as in the reference."""
+        image_features = F.normalize(image_features, dim=-1)
         prompts = self.prompt_learner(image_features)
         tokens = self.prompt_learner.classes.tokenized_prompts
         n_cls = tokens.shape[0]

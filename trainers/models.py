@@ -59,6 +59,11 @@ class PromptCLIP(nn.Module):
     Subclasses implement ``encode_text_features(hooks)`` (class text features for the current
     class set) and may override ``encode_image_features(images, hooks)``. Inside
     ``cached_text_features()`` the text features are computed once and reused (evaluation).
+
+    The evaluation forward is two halves, ``forward(images) =
+    logits_from_image_features(encode_image_features(images))``, so that an evaluation can
+    take the image features of a frozen image tower from the feature cache
+    (``trainers/feature_cache.py``) and run only the second half.
     """
 
     def __init__(self, backbone, prompt_learner):
@@ -109,8 +114,12 @@ class PromptCLIP(nn.Module):
         image = self.encode_image_features(images, hooks.image)
         return Features(self.logits(image, text), text=text, image=image)
 
+    def logits_from_image_features(self, image_features):
+        """Evaluation logits from image features as ``encode_image_features`` returns them."""
+        return self.logits(image_features, self.text_features())
+
     def forward(self, images):
-        return self.forward_features(images).logits
+        return self.logits_from_image_features(self.encode_image_features(images))
 
 
 class VLPromptCLIP(PromptCLIP):

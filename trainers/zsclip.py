@@ -10,6 +10,7 @@ from datasets import dataset_template
 from errors import ConfigError
 from regularizers import enabled_nodes
 
+from . import feature_cache
 from .models import PromptCLIP
 from .registry import register_trainer
 
@@ -43,8 +44,15 @@ class ZeroshotCLIP(TrainerX):
         print(f"Prompts: {prompts[:3]}{' ...' if len(prompts) > 3 else ''}")
         self.model = ZeroshotModel(backbone, prompts).to(self.device)
 
+    def image_features_frozen(self):
+        return True  # nothing is learned: the evaluation may reuse cached image features
+
     def model_inference(self, images):
-        return self.model(images)
+        return feature_cache.image_logits(self, images)
+
+    def test(self, split=None):
+        with feature_cache.evaluation(self, split):
+            return super().test(split)
 
     def train(self):
         print("ZeroshotCLIP learns nothing; evaluating instead of training")
