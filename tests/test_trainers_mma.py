@@ -77,8 +77,8 @@ def set_values(learner, seed=VALUES_SEED, std=VALUES_STD):
             p.copy_(torch.randn(p.shape, generator=gen) * std)
 
 
-def build_case(case, weights, prec="fp32", truncate=True):
-    """Our trainer (no data loaders) with the case's values, and the batch."""
+def build_case(case, weights, prec="fp32", truncate=True, device="cpu"):
+    """Our trainer (no data loaders) with the case's values, and the batch (on ``device``)."""
     import trainers  # noqa: F401  (registers the trainers)
     from clip_backbone import build_backbone
     from dassl_compat import TRAINER_REGISTRY
@@ -89,9 +89,9 @@ def build_case(case, weights, prec="fp32", truncate=True):
     t = cls.__new__(cls)
     t.cfg = cfg
     torch.manual_seed(0)
-    t.model = t.build_custom_clip(cfg, CLASSNAMES, build_backbone(cfg, "cpu", prec))
+    t.model = t.build_custom_clip(cfg, CLASSNAMES, build_backbone(cfg, device, prec)).to(device)
     set_values(t.model.prompt_learner)
-    return t, *parity_inputs()
+    return t, *(x.to(device) for x in parity_inputs())
 
 
 def run_case(t, images, labels):
@@ -468,3 +468,15 @@ def test_train_checkpoint_and_evaluate_new_classes(tmp_path):
         "DATASET.SUBSAMPLE_CLASSES", "new"]))
     log = read_log(tmp_path / "new")
     assert "adapter_learner/model.pth.tar-2" in log and "* accuracy:" in log
+
+
+def test_the_protocol_table_and_the_published_row_are_the_references():
+    from tools import protocol, results
+
+    cfg = protocol.default_config
+    assert cfg("mmadapter", "base2new_train", "imagenet") == "vit_b16_ep5_imnet"  # batch 128
+    assert cfg("MultiModalAdapter", "base2new_test", "dtd") == "vit_b16_ep5"
+    assert cfg("mmadapter", "xd_train", "imagenet") == cfg("mmadapter", "dg_test", "imagenet_a") \
+        == "vit_b16_ep5_imnet"
+    assert results.published_label(TRAINER, "vit_b16_ep5") == "MMA"
+    assert results.PUBLISHED["MMA"] == (83.20, 76.80, 79.87)  # its README's 11-dataset average
