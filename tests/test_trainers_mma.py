@@ -207,7 +207,8 @@ def test_adapters_sit_on_the_configured_layers_with_the_references_widths_and_in
         assert (adapters[2].up.in_features, adapters[2].up.out_features) == (8, width)
     assert (backbone.text_width, backbone.vision_width) == (64, 128)  # the towers differ
     assert [k for k, a in enumerate(learner.shared_adapter) if a is not None] == [2, 3, 4]
-    assert (learner.shared_adapter[3][0].in_features, learner.shared_adapter[3][0].out_features) == (8, 8)
+    shared = learner.shared_adapter[3][0]
+    assert (shared.in_features, shared.out_features) == (8, 8)
     assert isinstance(learner.shared_adapter[3][1], torch.nn.ReLU)
     assert t.prompted_towers() == ("text", "image")  # the image features are learned
     t.cfg.defrost()
@@ -388,9 +389,10 @@ def test_an_adapter_hook_that_adds_nothing_leaves_both_towers_bit_for_bit(weight
         for hooks in (None, TowerHooks(hidden_layers=(0, 2, 4))):
             assert torch.equal(backbone.image(images, hooks=hooks, block_adapter=nothing),
                                backbone.image(images, hooks=hooks))
+            embeddings = learner.text_embeddings()
             assert torch.equal(
-                backbone.text(learner.text_embeddings(), tokens, hooks=hooks, block_adapter=nothing),
-                backbone.text(learner.text_embeddings(), tokens, hooks=hooks))
+                backbone.text(embeddings, tokens, hooks=hooks, block_adapter=nothing),
+                backbone.text(embeddings, tokens, hooks=hooks))
     assert calls == [0, 1, 2, 3, 4] * 4
 
 

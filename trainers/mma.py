@@ -51,12 +51,13 @@ class GradientScale(torch.autograd.Function):
 def adapters(width, dim, layers, depth, shared=False):
     """One adapter per layer in ``layers`` (index = layer, None elsewhere, ``depth + 1``
     entries): down (Linear + ReLU) and up, or for ``shared`` one Linear(dim, dim) + ReLU.
-    Kaiming-normal (fan_out) weights and zero biases, as the reference."""
+    Kaiming-normal (fan_out) weights and zero biases, as the reference (which at ADAPTER_DIM
+    equal to a tower's width builds a module its forward cannot call; ours keeps down/up)."""
     def make():
         if shared:
             return nn.Sequential(nn.Linear(dim, dim), nn.ReLU())
-        return nn.Sequential(OrderedDict([
-            ("down", nn.Sequential(nn.Linear(width, dim), nn.ReLU())), ("up", nn.Linear(dim, width))]))
+        down = nn.Sequential(nn.Linear(width, dim), nn.ReLU())
+        return nn.Sequential(OrderedDict([("down", down), ("up", nn.Linear(dim, width))]))
     modules = nn.ModuleList([make() if k in layers else None for k in range(depth + 1)])
     for m in modules.modules():
         if isinstance(m, nn.Linear):
