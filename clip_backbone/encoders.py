@@ -19,6 +19,15 @@ Prompt hooks, as in CoOp / MaPLe / IVLP / PromptSRC:
 
 ``None`` entries in ``deep_prompts`` leave that layer alone.
 
+Adapter hook (MMA's multi-modal adapters): ``block_adapter(x, layer, block)`` is called with
+the input ``x`` of block ``layer`` (1-based, sequence-first (L, N, D)) and the block itself
+(an adapter may use its LayerNorm); the tensor it returns, of ``x``'s shape, is a residual
+added to that block's output (``None``: nothing added). It is also called once with
+``layer`` 0 and ``block`` None on the tokens entering the tower, batch-first (N, L, D): the
+text tower's token embeddings as passed (before the positional embedding), the image tower's
+tokens after ``ln_pre``; what it returns is added there. It must act on each token alone
+(the text tower may run truncated). Without it a forward is exactly what it was.
+
 The text tower runs only up to the longest end-of-text token of the prompts it encodes.
 Its attention is causal, so the output at the end-of-text token (the one that is pooled)
 does not depend on the tokens after it: the result is the full-length one, at a fraction of
@@ -29,7 +38,7 @@ the end-of-text token, run at full length, and so does a pass that returns hidde
 
 Regularizers reach into a forward through a ``TowerHooks`` the caller passes with it (never
 through state left on the modules): the hidden states to collect and a noise to apply to
-every learned prompt (PACE).
+every learned prompt and every adapter residual, the learned contributions (PACE).
 """
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
@@ -48,7 +57,9 @@ class TowerHooks:
     ``hidden_layers``: indices of hidden states to collect (0 = the embedding entering block
     1, k = the output of block k); the pass fills ``hidden`` with them, batch-first [N, T, D].
     ``prompt_noise(prompt, layer, batch_size)``: applied to every learned prompt before it
-    enters, as [batch_size, n, D]; ``layer`` counts prompted layers from 0 (PACE).
+    enters, as [batch_size, n, D], and to every adapter residual before it is added, as
+    [batch_size, L, D]; ``layer`` is the index of the hidden state it changes (0 = the
+    embedding entering block 1, k = the output of block k; PACE).
     """
 
     hidden_layers: Sequence[int] = ()
@@ -80,8 +91,24 @@ def _batched(prompt, batch):
     return prompt.unsqueeze(0).expand(batch, -1, -1) if prompt.dim() == 2 else prompt
 
 
-def _run_blocks(blocks, x, attn_mask, deep_prompts, replace, hooks, use_checkpoint):
-    """x: (L, N, D). ``replace(x, prompt)`` puts a (n, N, D) prompt in place."""
+def _add_residual(x, residual, layer, hooks, sequence_first):
+    """``x + residual`` (an adapter's output; ``None``: ``x``), the residual through the
+    hooks' noise, which takes it batch-first."""
+    if residual is None:
+        return x
+    if hooks.prompt_noise is not None:
+        if sequence_first:
+            residual = residual.permute(1, 0, 2)
+        residual = hooks.prompt_noise(residual, layer, residual.shape[0])
+        if sequence_first:
+            residual = residual.permute(1, 0, 2)
+    return x + residual
+
+
+def _run_blocks(blocks, x, attn_mask, deep_prompts, replace, hooks, use_checkpoint,
+                block_adapter=None):
+    """x: (L, N, D). ``replace(x, prompt)`` puts a (n, N, D) prompt in place;
+    ``block_adapter``: the module docstring's adapter hook."""
     batch = x.shape[1]
     if 0 in hooks.hidden_layers:
         hooks.hidden.append(x.permute(1, 0, 2))
@@ -95,10 +122,12 @@ def _run_blocks(blocks, x, attn_mask, deep_prompts, replace, hooks, use_checkpoi
                 if hooks.prompt_noise is not None:
                     prompt = hooks.prompt_noise(prompt, i, batch)
                 x = replace(x, prompt.permute(1, 0, 2))
+        residual = block_adapter(x, i + 1, block) if block_adapter is not None else None
         if use_checkpoint and torch.is_grad_enabled():
             x = checkpoint(block, x, attn_mask=attn_mask, use_reentrant=False)
         else:
             x = block(x, attn_mask=attn_mask)
+        x = _add_residual(x, residual, i + 1, hooks, sequence_first=True)
         if i + 1 in hooks.hidden_layers:
             hooks.hidden.append(x.permute(1, 0, 2))
     return x
@@ -149,9 +178,11 @@ class TextEncoder(nn.Module):
             return (tokens == self.eos_id).int().argmax(dim=-1)
         return tokens.argmax(dim=-1)  # OpenAI: the end-of-text token has the largest id
 
-    def forward(self, embeddings, tokens, deep_prompts=None, n_ctx=0, hooks=None):
+    def forward(self, embeddings, tokens, deep_prompts=None, n_ctx=0, hooks=None,
+                block_adapter=None):
         """Text features (N, E). ``n_ctx``: the learned context tokens sit at positions
-        ``1 : 1+n_ctx`` of ``embeddings`` (only read by a hook's ``prompt_noise``)."""
+        ``1 : 1+n_ctx`` of ``embeddings`` (only read by a hook's ``prompt_noise``).
+        ``block_adapter``: the adapter hook (module docstring)."""
         hooks = hooks or NO_HOOKS
         length = embeddings.shape[1]
         eot = self.eot_positions(tokens) if self.pool_type in ("argmax", "eos") else None
@@ -163,6 +194,8 @@ class TextEncoder(nn.Module):
         if hooks.prompt_noise is not None and n_ctx:
             ctx = hooks.prompt_noise(x[:, 1:1 + n_ctx], 0, x.shape[0])
             x = torch.cat([x[:, :1], ctx, x[:, 1 + n_ctx:]], dim=1)
+        if block_adapter is not None:
+            x = _add_residual(x, block_adapter(x, 0, None), 0, hooks, sequence_first=False)
         x = x + self.positional_embedding[:length].to(self.dtype)
         mask = None if self.attn_mask is None else self.attn_mask[:length, :length]
 
@@ -170,7 +203,7 @@ class TextEncoder(nn.Module):
             return torch.cat([x[:1], prompt, x[1 + prompt.shape[0]:]], dim=0)
 
         x = _run_blocks(self.transformer.resblocks, x.permute(1, 0, 2), mask, deep_prompts,
-                        replace, hooks, self.checkpoint_blocks)
+                        replace, hooks, self.checkpoint_blocks, block_adapter)
         x = self.ln_final(x.permute(1, 0, 2))
         x = self._pool(x, eot)
         if self.text_projection is not None:
@@ -212,14 +245,17 @@ class ImageEncoder(nn.Module):
             return stem.weight.dtype
         return next(self.visual.parameters()).dtype
 
-    def forward(self, images, shallow_prompt=None, deep_prompts=None, hooks=None):
+    def forward(self, images, shallow_prompt=None, deep_prompts=None, hooks=None,
+                block_adapter=None):
+        """Image features (N, E); ``block_adapter``: the adapter hook (module docstring)."""
         hooks = hooks or NO_HOOKS
         images = images.to(self.dtype)
         if not self.is_vit:
-            if shallow_prompt is not None or deep_prompts is not None or hooks.hidden_layers:
+            if shallow_prompt is not None or deep_prompts is not None or hooks.hidden_layers \
+                    or block_adapter is not None:
                 raise ConfigError(
-                    "Vision prompts (and LDIFS on the image tower) need a ViT backbone; "
-                    f"{self.visual.__class__.__name__} is not one."
+                    "Vision prompts and adapters (and LDIFS on the image tower) need a ViT "
+                    f"backbone; {self.visual.__class__.__name__} is not one."
                 )
             return self.visual(images)
         v = self.visual
@@ -234,12 +270,14 @@ class ImageEncoder(nn.Module):
             x = torch.cat([x, shallow_prompt], dim=1)
         x = v.patch_dropout(x)
         x = v.ln_pre(x)
+        if block_adapter is not None:
+            x = _add_residual(x, block_adapter(x, 0, None), 0, hooks, sequence_first=False)
 
         def replace(x, prompt):
             return torch.cat([x[: x.shape[0] - prompt.shape[0]], prompt], dim=0)
 
         x = _run_blocks(v.transformer.resblocks, x.permute(1, 0, 2), None, deep_prompts,
-                        replace, hooks, False)
+                        replace, hooks, False, block_adapter)
         pooled, _ = v._pool(x.permute(1, 0, 2))
         if v.proj is not None:
             pooled = pooled @ v.proj

@@ -112,6 +112,11 @@ def _promptsrc_few_shot(dataset, shots):
     return cfg + "_gpa45" if dataset in PROMPTSRC_GPA45 else cfg
 
 
+def _mma_base2new(dataset, shots):
+    # MMA's run_examples.sh: batch 128 on ImageNet (vit_b16_ep5_imnet), 16 elsewhere
+    return "vit_b16_ep5_imnet" if dataset == "imagenet" else "vit_b16_ep5"
+
+
 #: script folder -> trainer. A new trainer is one row (and its scripts/<folder>/ scripts).
 TRAINERS: Dict[str, Trainer] = {
     "zsclip": Trainer("ZeroshotCLIP", "CoOp", "vit_b16", zeroshot=True),
@@ -123,6 +128,10 @@ TRAINERS: Dict[str, Trainer] = {
     "ivlp": Trainer("IVLP", "IVLP", "vit_b16_c2_ep5_batch4_2+2ctx"),
     "promptsrc": Trainer("PromptSRC", "PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx",
                          _promptsrc_few_shot, "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets"),
+    # xd and DG train on ImageNet, so with MMA's ImageNet config (its xd scripts take the
+    # config as an argument and name none)
+    "mmadapter": Trainer("MultiModalAdapter", "MultiModalAdapter", _mma_base2new,
+                         xd="vit_b16_ep5_imnet"),
 }
 
 

@@ -24,7 +24,8 @@ Value = Optional[float]
 #: CLIP as the CoCoOp paper reports them). KgCoOp: htyao89/KgCoOp, readme.md. The Proxy-FDA
 #: rows: the Proxy-FDA paper (arXiv 2505.24088), Table 2, as secondary sources quote it (its
 #: full text and code could not be read); MaPLe + Proxy-FDA's HM 79.84 is the project
-#: specification's and was not found in a source we could read.
+#: specification's and was not found in a source we could read. MMA: ZjjConan/Multi-Modal-Adapter,
+#: README.md, "Base-to-Novel Generalization Results".
 BASE2NEW: Dict[str, Tuple[Value, Value, Value]] = {
     "CLIP": (69.34, 74.22, 71.70),
     "CoOp": (82.69, 63.22, 71.66),
@@ -35,6 +36,7 @@ BASE2NEW: Dict[str, Tuple[Value, Value, Value]] = {
     "CoOp + Proxy-FDA": (83.16, 73.67, 78.13),
     "MaPLe + Proxy-FDA": (None, None, 79.84),
     "PromptSRC + Proxy-FDA": (84.47, 77.45, 80.81),
+    "MMA": (83.20, 76.80, 79.87),
 }
 
 

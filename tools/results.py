@@ -37,7 +37,7 @@ How the numbers are made (docs/DESIGN.md, section 9):
   the 11 datasets. The ``ΔNew ref`` column says which.
 * Published numbers (CLIP ViT-B/16, 16 shots, 11-dataset averages, from the papers) appear beside
   our average row. A trainer maps to a published row by name (CoOp, CoCoOp, KgCoOp, MaPLe,
-  PromptSRC, ZeroshotCLIP→CLIP), plus "+ Proxy-FDA" when its config name contains
+  PromptSRC, ZeroshotCLIP→CLIP, MultiModalAdapter→MMA), plus "+ Proxy-FDA" when its config name contains
   ``proxyfda``/``proxy_fda``/``pfda``; only for 16-shot runs on datasets of the 11, as the
   published ones are (not beside the CPU benchmark's sets, for example).
 * The expected datasets are ``--datasets`` or else every dataset seen for any trainer; the
@@ -74,7 +74,8 @@ PUBLISHED_CLIP_NOVEL = PUBLISHED["CLIP"][1]
 PUBLISHED_SHOTS = 16  # the published rows are 16-shot; other shot counts get none beside them
 ZEROSHOT_TRAINERS = ("zeroshotclip", "zsclip")
 _METHOD_NAMES = {"coop": "CoOp", "cocoop": "CoCoOp", "kgcoop": "KgCoOp", "maple": "MaPLe",
-                 "promptsrc": "PromptSRC", "zeroshotclip": "CLIP", "zsclip": "CLIP"}
+                 "promptsrc": "PromptSRC", "zeroshotclip": "CLIP", "zsclip": "CLIP",
+                 "multimodaladapter": "MMA"}
 _PROXYFDA_MARKS = ("proxyfda", "proxy_fda", "proxy-fda", "pfda")
 AVERAGE = "Average"
 STD_NOTE = "± is the population std over seeds (np.std, ddof=0)"
