@@ -1,4 +1,5 @@
 """Shared helpers for tests: tiny CLIP weights, a generated dataset, train.py runs."""
+import io
 import os
 import os.path as osp
 import subprocess
@@ -70,6 +71,19 @@ def read_log(output_dir, latest=False):
         return f.read()
 
 
+def close_log_only(tee):
+    """Close the log file of a run's stdout tee, not the console it writes through.
+
+    Upstream Dassl's ``Logger.close()`` closes its console too, and its ``__del__`` calls
+    ``close()``: in this process that console is pytest's capture, and every later test would
+    find it closed. The tee is given a stand-in console to close instead.
+    """
+    log = getattr(tee, "file", None)
+    if log is not None and not log.closed:
+        log.close()
+    tee.console = io.StringIO()
+
+
 class StopAfterEpoch(Exception):
     """Raised by ``train_in_process(stop_after_epoch=N)`` once epoch N is checkpointed."""
 
@@ -101,8 +115,8 @@ def train_in_process(args, env=None, stop_after_epoch=None):
         TrainerX.after_epoch = after_epoch
         torch.set_num_threads(threads)
         if sys.stdout is not console:  # the run's log tee
-            sys.stdout.close()
-            sys.stdout = console
+            tee, sys.stdout = sys.stdout, console
+            close_log_only(tee)
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
