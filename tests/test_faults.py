@@ -234,6 +234,23 @@ def refuse_connections(case):
     case.monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
 
+def hide_package(name):
+    """The Python package ``name`` is not installed, as far as imports can tell."""
+    def inject(case):
+        import importlib.util
+
+        find_spec = importlib.util.find_spec
+        case.monkeypatch.setattr(importlib.util, "find_spec",
+                                 lambda n, *a, **k: None if n == name else find_spec(n, *a, **k))
+    return inject
+
+
+def run_prepare_data(case, argv, env):
+    from benchmark import prepare_data
+
+    return prepare_data.main([str(a) for a in argv])
+
+
 def hold_the_lock(case):
     """Another process is writing to the run's folder."""
     import run_folder
@@ -356,6 +373,10 @@ FAULTS = [
           env={"CLIP_CACHE_DIR": "/nonexistent/clip-cache"},
           fix=["Could not get CLIP weights for ViT-B/16", "cannot connect to",
                "MODEL.BACKBONE.NAME /path/to/ViT-B-16.pt"]),
+    Fault("benchmark_data_package_missing",
+          inject=hide_package("animal_mnist"), run=run_prepare_data,
+          argv=lambda case: ["--out", case.tmp / "bench", "--sets", "AnimalsDigits"],
+          fix=["'animal_mnist' is not installed", "pip install --no-deps animal-mnist==0.4"]),
     Fault("results_with_a_log_of_another_run",
           inject=mixed_logs, run=run_results, exit_code=0, level="WARNING",
           fix=["log.txt-2030-01-01-00-00-00", "seed 2, not 1", "Move it to its own run folder"],
