@@ -25,13 +25,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Sequence
 
 import pytest
 
-from tests.helpers.tiny import REPO, TINY, train_in_process
+from tests.helpers.tiny import HANG_GUARD, REPO, TINY, train_in_process
 
 CONFIG = "configs/trainers/CoOp/tiny_ctxv1.yaml"
 DATASET_CONFIGS = {"toy": "configs/datasets/image_folder.yaml",
@@ -119,7 +118,7 @@ def run_in_process(case, argv, env):
 def run_subprocess(case, argv, env):
     full_env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1", **env)
     proc = subprocess.run([sys.executable, "train.py", *map(str, argv)], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_GUARD)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
     return proc.returncode
@@ -227,11 +226,20 @@ def dassl_is_installed():
 def refuse_connections(case):
     import socket
 
-    def no_network(*args, **kwargs):
+    case.lookups = []
+
+    def no_network(host, *args, **kwargs):
+        case.lookups.append(host)
         raise socket.gaierror(-2, "Name or service not known")
 
     case.monkeypatch.setattr(socket, "getaddrinfo", no_network)
     case.monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+def tried_the_network_once(case):
+    # One reachability probe, then the error: no download tried, no retries with back-off
+    # (which took 45-80 s offline before the probe). Counted, not timed.
+    assert len(case.lookups) == 1, case.lookups
 
 
 def hide_package(name):
@@ -372,7 +380,8 @@ FAULTS = [
           argv=lambda case: case.args("MODEL.BACKBONE.NAME", "ViT-B/16", "MODEL.BACKBONE.PRETRAINED", ""),
           env={"CLIP_CACHE_DIR": "/nonexistent/clip-cache"},
           fix=["Could not get CLIP weights for ViT-B/16", "cannot connect to",
-               "MODEL.BACKBONE.NAME /path/to/ViT-B-16.pt"]),
+               "MODEL.BACKBONE.NAME /path/to/ViT-B-16.pt"],
+          after=tried_the_network_once),
     Fault("benchmark_data_package_missing",
           inject=hide_package("animal_mnist"), run=run_prepare_data,
           argv=lambda case: ["--out", case.tmp / "bench", "--sets", "AnimalsDigits"],
@@ -406,9 +415,7 @@ def test_fault_ends_in_one_line_naming_the_fix_and_keeps_what_was_written(
 
         monkeypatch.setattr(TrainerX, "after_epoch", after_epoch_then_inject)
 
-    start = time.monotonic()
     rc = fault.run(case, fault.argv(case), fault.env)
-    seconds = time.monotonic() - start
     out, err = capsys.readouterr()
     monkeypatch.undo()
 
@@ -426,6 +433,5 @@ def test_fault_ends_in_one_line_naming_the_fix_and_keeps_what_was_written(
     for path, digest in kept.items():
         assert path in now, f"{path} was deleted"
         assert now[path] == digest, f"{path} was changed"
-    assert seconds < 60, f"took {seconds:.0f} s"
     if fault.after is not None:
         fault.after(case)

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from tests.helpers.tiny import HANG_GUARD
 from tools import protocol, results
 from tools.dassl_log import training_log
 from tools.logparse import log_files, read_run
@@ -55,7 +56,7 @@ def run_script(script, *args, env=None, check=True):
                     PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
     full_env.update(env or {})
     proc = subprocess.run(["bash", osp.join(SCRIPTS, script), *map(str, args)], cwd=REPO,
-                          env=full_env, capture_output=True, text=True, timeout=300)
+                          env=full_env, capture_output=True, text=True, timeout=HANG_GUARD)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -184,7 +185,7 @@ def b2n(tmp_path_factory):
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for seed in (1, 2)]
         for p in procs:
-            out, _ = p.communicate(timeout=300)
+            out, _ = p.communicate(timeout=HANG_GUARD)
             assert p.returncode == 0, f"{step} failed:\n{out[-4000:]}"
     return dict(data=data, output=output, env=env, seconds=time.time() - started)
 

@@ -23,6 +23,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers.tiny import HANG_GUARD
+
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "coop_family"
 TINY = "tiny-vit-quickgelu"
@@ -276,7 +278,7 @@ def _run_both(commands, env):
     procs = {name: subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for name, args in commands.items()}
-    outs = {name: p.communicate(timeout=300)[0] for name, p in procs.items()}
+    outs = {name: p.communicate(timeout=HANG_GUARD)[0] for name, p in procs.items()}
     for name, p in procs.items():
         assert p.returncode == 0, outs[name][-3000:]
     return outs

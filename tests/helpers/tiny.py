@@ -9,6 +9,10 @@ import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = "tiny-vit-quickgelu"
+#: Seconds after which a test gives up on a subprocess (or a wait) as hung. Not a bound on
+#: speed: no test asserts how long anything takes, since a loaded machine can be many times
+#: slower (a tiny train.py run: ~10 s alone, minutes at a load of 20 on two cores).
+HANG_GUARD = 1800
 
 
 def tiny_clip(seed=0, name=TINY):
@@ -53,7 +57,7 @@ def run_train(args, script="train.py", env=None, check=True):
     full_env.update(env or {})
     proc = subprocess.run(
         [sys.executable, script, *map(str, args)], cwd=REPO, env=full_env,
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=HANG_GUARD,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
