@@ -10,6 +10,7 @@ from datasets import dataset_template
 from errors import ConfigError
 from regularizers import enabled_nodes
 
+from .base import build_explained_data_loader
 from .models import PromptCLIP
 
 
@@ -32,6 +33,9 @@ class ZeroshotCLIP(TrainerX):
                 f"ZeroshotCLIP learns nothing, so a regularizer has nothing to act on; set "
                 f"{', '.join(n + '.ENABLE False' for n in nodes)}."
             )
+
+    def build_data_loader(self):
+        build_explained_data_loader(self)
 
     def build_model(self):
         cfg = self.cfg
