@@ -13,6 +13,8 @@ TINY = "tiny-vit-quickgelu"
 #: speed: no test asserts how long anything takes, since a loaded machine can be many times
 #: slower (a tiny train.py run: ~10 s alone, minutes at a load of 20 on two cores).
 HANG_GUARD = 1800
+#: The engine the suite runs under, handed to its subprocesses (train.py, the scripts).
+ENGINE = os.environ.get("DASSL_ENGINE", "builtin")
 
 
 def tiny_clip(seed=0, name=TINY):
@@ -53,7 +55,7 @@ def train_args(root, output_dir, trainer="CoOp", config="configs/trainers/CoOp/t
 
 def run_train(args, script="train.py", env=None, check=True):
     """Run train.py (or a helper script taking the same arguments) in a subprocess."""
-    full_env = dict(os.environ, DASSL_ENGINE="builtin", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
+    full_env = dict(os.environ, DASSL_ENGINE=ENGINE, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
     full_env.update(env or {})
     proc = subprocess.run(
         [sys.executable, script, *map(str, args)], cwd=REPO, env=full_env,
