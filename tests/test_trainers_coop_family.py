@@ -23,6 +23,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers.tiny import ENGINE, HANG_GUARD
+
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "coop_family"
 TINY = "tiny-vit-quickgelu"
@@ -276,7 +278,7 @@ def _run_both(commands, env):
     procs = {name: subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for name, args in commands.items()}
-    outs = {name: p.communicate(timeout=300)[0] for name, p in procs.items()}
+    outs = {name: p.communicate(timeout=HANG_GUARD)[0] for name, p in procs.items()}
     for name, p in procs.items():
         assert p.returncode == 0, outs[name][-3000:]
     return outs
@@ -287,7 +289,7 @@ def test_cocoop_and_kgcoop_train_checkpoint_resume_and_evaluate_new_classes(tmp_
     subprocess.run([sys.executable, "-m", "datasets.make_toy_dataset", "--out", str(data / "toy"),
                     "--classes", "4", "--train-per-class", "4", "--test-per-class", "3"],
                    cwd=REPO, check=True, capture_output=True)
-    env = {**os.environ, "DASSL_ENGINE": "builtin"}
+    env = {**os.environ, "DASSL_ENGINE": ENGINE}
     learnable = {
         "CoCoOp": ["ctx"] + [f"meta_net.linear{i}.{w}" for i in (1, 2) for w in ("weight", "bias")],
         "KgCoOp": ["ctx"],

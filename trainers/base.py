@@ -34,7 +34,10 @@ import torch.nn.functional as F
 
 from clip_backbone import TowerHooks, build_backbone, resolve_precision
 from clip_backbone.templates import clean_classname
+from builtin_dassl.data.data_manager import read_image_or_explain
 from dassl_compat import (
+    DataManager,
+    DatasetWrapper,
     TrainerX,
     build_lr_scheduler,
     build_optimizer,
@@ -45,12 +48,41 @@ from dassl_compat import (
     save_models,
 )
 from datasets import dataset_template
-from errors import ConfigError, TrainingDiverged
+from errors import ConfigError, TrainingDiverged, UserError
 from regularizers import (FeatureUnavailable, FrozenCLIP, StepContext, build_regularizers,
                           needed_features, produce_features, regularization_loss)
 
 from . import feature_cache
 from .models import ForwardHooks, StepLoss
+
+
+class ExplainedImageErrors(DatasetWrapper):
+    """The engine's DatasetWrapper, with an image that cannot be read named in one
+    ``UserError`` and the fix (the built-in engine's wrapper does this itself; upstream
+    Dassl's lets PIL's error through, from a DataLoader worker as a traceback)."""
+
+    def __getitem__(self, idx):
+        try:
+            return super().__getitem__(idx)
+        except UserError:
+            raise
+        except Exception:
+            read_image_or_explain(self.data_source[idx].impath)  # raises if it is the image
+            raise
+
+
+def build_explained_data_loader(trainer):
+    """Dassl's ``TrainerX.build_data_loader`` (the same attributes), its datasets wrapped in
+    ``ExplainedImageErrors``."""
+    dm = DataManager(trainer.cfg, dataset_wrapper=ExplainedImageErrors)
+    trainer.train_loader_x = dm.train_loader_x
+    trainer.train_loader_u = dm.train_loader_u
+    trainer.val_loader = dm.val_loader
+    trainer.test_loader = dm.test_loader
+    trainer.num_classes = dm.num_classes
+    trainer.num_source_domains = dm.num_source_domains
+    trainer.lab2cname = dm.lab2cname
+    trainer.dm = dm
 
 
 def with_batch_sampler(loader, batch_sampler):
@@ -98,6 +130,10 @@ class PromptTrainer(TrainerX):
                     f"regularizers, their optimizers and the amp scaler. Override step_loss "
                     f"(to change the loss) or adjust_gradients (to change the gradients) "
                     f"instead.")
+
+    # ----------------------------------------------------------------- data
+    def build_data_loader(self):
+        build_explained_data_loader(self)
 
     # ----------------------------------------------------------------- model
     def build_custom_clip(self, cfg, classnames, backbone):

@@ -11,6 +11,7 @@ from errors import ConfigError
 from regularizers import enabled_nodes
 
 from . import feature_cache
+from .base import build_explained_data_loader
 from .models import PromptCLIP
 from .registry import register_trainer
 
@@ -34,6 +35,9 @@ class ZeroshotCLIP(TrainerX):
                 f"ZeroshotCLIP learns nothing, so a regularizer has nothing to act on; set "
                 f"{', '.join(n + '.ENABLE False' for n in nodes)}."
             )
+
+    def build_data_loader(self):
+        build_explained_data_loader(self)
 
     def build_model(self):
         cfg = self.cfg

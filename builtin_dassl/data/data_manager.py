@@ -15,6 +15,24 @@ from .transforms import build_transform, interpolation_mode
 # nothing it has already written is touched.
 _KEPT = ("the checkpoints saved so far are kept, and a training resumes from the last one.")
 
+def read_image_or_explain(path):
+    """``read_image(path)``; a file that has gone or cannot be decoded ends in one
+    ``UserError`` naming it and the fix (a DataLoader worker's traceback is cut to it)."""
+    try:
+        return read_image(path)
+    except FileNotFoundError:
+        raise DatasetError(
+            f"Image {path} has disappeared since the dataset was listed. Restore it (or "
+            f"the dataset folder) and rerun the same command: {_KEPT}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, it is this file
+        raise ImageReadError(
+            f"Image {path} cannot be read ({type(exc).__name__}: {exc}): the file is "
+            f"corrupt or not an image. Replace it with a good copy (extract it again from "
+            f"the dataset's archive) and rerun the same command: {_KEPT}"
+        ) from None
+
+
 _SPLIT_NAMES = {
     "train_x": "training",
     "train_u": "unlabeled training",
@@ -216,19 +234,7 @@ class DatasetWrapper(TorchDataset):
         return output
 
     def _read_image(self, path):
-        try:
-            return read_image(path)
-        except FileNotFoundError:
-            raise DatasetError(
-                f"Image {path} has disappeared since the dataset was listed. Restore it (or "
-                f"the dataset folder) and rerun the same command: {_KEPT}"
-            ) from None
-        except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, it is this file
-            raise ImageReadError(
-                f"Image {path} cannot be read ({type(exc).__name__}: {exc}): the file is "
-                f"corrupt or not an image. Replace it with a good copy (extract it again from "
-                f"the dataset's archive) and rerun the same command: {_KEPT}"
-            ) from None
+        return read_image_or_explain(path)
 
     def _transform_image(self, tfm, img0):
         views = [tfm(img0) for _ in range(self.k_tfm)]

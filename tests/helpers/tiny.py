@@ -1,4 +1,5 @@
 """Shared helpers for tests: tiny CLIP weights, a generated dataset, train.py runs."""
+import io
 import os
 import os.path as osp
 import subprocess
@@ -8,6 +9,12 @@ import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = "tiny-vit-quickgelu"
+#: Seconds after which a test gives up on a subprocess (or a wait) as hung. Not a bound on
+#: speed: no test asserts how long anything takes, since a loaded machine can be many times
+#: slower (a tiny train.py run: ~10 s alone, minutes at a load of 20 on two cores).
+HANG_GUARD = 1800
+#: The engine the suite runs under, handed to its subprocesses (train.py, the scripts).
+ENGINE = os.environ.get("DASSL_ENGINE", "builtin")
 
 
 def tiny_clip(seed=0, name=TINY):
@@ -48,11 +55,11 @@ def train_args(root, output_dir, trainer="CoOp", config="configs/trainers/CoOp/t
 
 def run_train(args, script="train.py", env=None, check=True):
     """Run train.py (or a helper script taking the same arguments) in a subprocess."""
-    full_env = dict(os.environ, DASSL_ENGINE="builtin", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
+    full_env = dict(os.environ, DASSL_ENGINE=ENGINE, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
     full_env.update(env or {})
     proc = subprocess.run(
         [sys.executable, script, *map(str, args)], cwd=REPO, env=full_env,
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=HANG_GUARD,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -68,6 +75,19 @@ def read_log(output_dir, latest=False):
                    key=lambda f: osp.getmtime(osp.join(output_dir, f)))
     with open(osp.join(output_dir, name)) as f:
         return f.read()
+
+
+def close_log_only(tee):
+    """Close the log file of a run's stdout tee, not the console it writes through.
+
+    Upstream Dassl's ``Logger.close()`` closes its console too, and its ``__del__`` calls
+    ``close()``: in this process that console is pytest's capture, and every later test would
+    find it closed. The tee is given a stand-in console to close instead.
+    """
+    log = getattr(tee, "file", None)
+    if log is not None and not log.closed:
+        log.close()
+    tee.console = io.StringIO()
 
 
 class StopAfterEpoch(Exception):
@@ -101,8 +121,8 @@ def train_in_process(args, env=None, stop_after_epoch=None):
         TrainerX.after_epoch = after_epoch
         torch.set_num_threads(threads)
         if sys.stdout is not console:  # the run's log tee
-            sys.stdout.close()
-            sys.stdout = console
+            tee, sys.stdout = sys.stdout, console
+            close_log_only(tee)
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
