@@ -52,6 +52,7 @@ class CLIPBackbone(nn.Module):
         tower = getattr(clip_model, "text", clip_model)
         self.token_embedding = tower.token_embedding
         self.context_length = tower.positional_embedding.shape[0]
+        self._image_fp32 = None
         self.requires_grad_(False)
         self.eval()
 
@@ -116,6 +117,20 @@ class CLIPBackbone(nn.Module):
             yield
         finally:
             self.text = low_precision
+
+    def image_fp32(self):
+        """The image tower in fp32: itself on an fp32 backbone, else an fp32 copy of it, made
+        once and kept (on the backbone's device, in eval mode, never saved).
+
+        A zero-shot teacher that a reference computes with a second CLIP turned ``.float()``
+        after OpenAI's ``build_model`` had rounded its weights to fp16 (ProGrad's) is exactly
+        such a copy; ``fp32_text`` is its text side.
+        """
+        if self.image.dtype == torch.float32:
+            return self.image
+        if self._image_fp32 is None:
+            self._image_fp32 = copy.deepcopy(self.image).float()
+        return self._image_fp32
 
     def train(self, mode=True):
         # The frozen CLIP stays in eval mode whatever a trainer asks of its parent.

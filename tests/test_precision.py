@@ -27,6 +27,13 @@ REFERENCE_FP16 = {
     # htyao89/KgCoOp trainers/kgcoop.py:101 and :110/:113: ctx in clip_model.dtype. Its
     # bias_vectors and meta_net (:122, :148) are not trained.
     "KgCoOp": {"ctx"},
+    # BeierZhu/Prompt-align trainers/prograd.py:90/:103: ctx in clip_model.dtype (its zero-shot
+    # CLIP is a second model turned .float(), nothing learned there).
+    "ProGrad": {"ctx"},
+    # htyao89/Textual-based_Class-aware_prompt_tuning trainers/tcp.py:146 (ctx in
+    # clip_model.dtype) and :175 (`if COCOOP.PREC == "fp16": self.meta_net.half()`).
+    "TCP": {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias",
+            "meta_net.linear2.weight", "meta_net.linear2.bias"},
     # KaiyangZhou/CoOp trainers/cocoop.py:81/:86 (ctx in clip_model.dtype) and :102
     # (`if PREC == "fp16": self.meta_net.half()`).
     "CoCoOp": {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias",
@@ -46,6 +53,8 @@ REFERENCE_FP16 = {
 CONFIGS = {
     "CoOp": ("configs/trainers/CoOp/tiny_ctxv1.yaml", "COOP", "prompt_learner"),
     "KgCoOp": ("configs/trainers/KgCoOp/tiny_ctxv1.yaml", "COOP", "prompt_learner"),
+    "ProGrad": ("configs/trainers/ProGrad/tiny_template.yaml", "COOP", "prompt_learner"),
+    "TCP": ("configs/trainers/TCP/tiny_ctxv1.yaml", "COOP", "prompt_learner"),
     "CoCoOp": ("configs/trainers/CoCoOp/tiny_ctxv1.yaml", "COCOOP", "prompt_learner"),
     "IVLP": ("configs/trainers/IVLP/tiny_2+2ctx.yaml", "IVLP", "VLPromptLearner"),
     "MaPLe": ("configs/trainers/MaPLe/tiny_2ctx.yaml", "MAPLE", "MultiModalPromptLearner"),
@@ -60,9 +69,9 @@ REGULARIZERS = {
 # Each regularizer runs in both precisions; CoCoOp takes only Proxy-FDA / FDA.
 CASES = {
     "fp16": {"CoOp": "PACE", "KgCoOp": "ProxyFDA", "CoCoOp": "ProxyFDA", "IVLP": "LDIFS",
-             "MaPLe": "ProxyFDA", "PromptSRC": "FDA"},
+             "MaPLe": "ProxyFDA", "PromptSRC": "FDA", "ProGrad": "LDIFS", "TCP": "PACE"},
     "amp": {"CoOp": "LDIFS", "KgCoOp": "PACE", "CoCoOp": "FDA", "IVLP": "ProxyFDA",
-            "MaPLe": "LDIFS", "PromptSRC": "PACE"},
+            "MaPLe": "LDIFS", "PromptSRC": "PACE", "ProGrad": "ProxyFDA", "TCP": "FDA"},
 }
 PREC_ENV = {"PREC_ON_CPU": "1"}
 

@@ -33,6 +33,8 @@ TRAINERS = {
                     "TRAINER.COOP.CLASS_TOKEN_POSITION", "front"]),
     "CoCoOp": ("CoCoOp", "configs/trainers/CoCoOp/tiny_ctxv1.yaml", []),
     "KgCoOp": ("KgCoOp", "configs/trainers/KgCoOp/tiny_ctxv1.yaml", []),
+    "ProGrad": ("ProGrad", "configs/trainers/ProGrad/tiny_template.yaml", []),
+    "TCP": ("TCP", "configs/trainers/TCP/tiny_ctxv1.yaml", []),
     "IVLP": ("IVLP", "configs/trainers/IVLP/tiny_2+2ctx.yaml", []),
     "MaPLe": ("MaPLe", "configs/trainers/MaPLe/tiny_2ctx.yaml", []),
     "PromptSRC": ("PromptSRC", "configs/trainers/PromptSRC/tiny_4+4ctx.yaml", []),

@@ -117,6 +117,29 @@ def _mma_base2new(dataset, shots):
     return "vit_b16_ep5_imnet" if dataset == "imagenet" else "vit_b16_ep5"
 
 
+def _prograd_base2new(dataset, shots):
+    # its README: rn50_ep100 for base-to-novel, rn50_ep50 on ImageNet (ours: the ViT-B/16 twins)
+    return "vit_b16_ep50" if dataset == "imagenet" else "vit_b16_ep100"
+
+
+PROGRAD_LAMBDA08 = ("oxford_flowers", "dtd", "eurosat")
+
+
+def _prograd_few_shot(dataset, shots):
+    # its README: CoOp's epochs by shots (50 for 1 shot and ImageNet, 100 for 2 and 4, 200 for
+    # 8 and 16), LAMBDA 0.8 for 8 and 16 shots on Flowers102, DTD and EuroSAT
+    if dataset == "imagenet" or shots <= 1:
+        return "vit_b16_ep50"
+    if shots <= 4:
+        return "vit_b16_ep100"
+    return "vit_b16_lambda0.8" if dataset in PROGRAD_LAMBDA08 else "vit_b16"
+
+
+def _tcp(dataset, shots):
+    # its train.py trains ImageNet and SUN397 for 25 epochs, the other datasets for 50
+    return "vit_b16_ep25_ctxv1" if dataset in ("imagenet", "sun397") else "vit_b16_ep100_ctxv1"
+
+
 #: script folder -> trainer. A new trainer is one row (and its scripts/<folder>/ scripts).
 TRAINERS: Dict[str, Trainer] = {
     "zsclip": Trainer("ZeroshotCLIP", "CoOp", "vit_b16", zeroshot=True),
@@ -132,6 +155,8 @@ TRAINERS: Dict[str, Trainer] = {
     # config as an argument and name none)
     "mmadapter": Trainer("MultiModalAdapter", "MultiModalAdapter", _mma_base2new,
                          xd="vit_b16_ep5_imnet"),
+    "prograd": Trainer("ProGrad", "ProGrad", _prograd_base2new, _prograd_few_shot, "vit_b16_ep50"),
+    "tcp": Trainer("TCP", "TCP", _tcp, xd="vit_b16_ep25_ctxv1"),
 }
 
 

@@ -24,8 +24,12 @@ Value = Optional[float]
 #: CLIP as the CoCoOp paper reports them). KgCoOp: htyao89/KgCoOp, readme.md. The Proxy-FDA
 #: rows: the Proxy-FDA paper (arXiv 2505.24088), Table 2, as secondary sources quote it (its
 #: full text and code could not be read); MaPLe + Proxy-FDA's HM 79.84 is the project
-#: specification's and was not found in a source we could read. MMA: ZjjConan/Multi-Modal-Adapter,
-#: README.md, "Base-to-Novel Generalization Results".
+#: specification's and was not found in a source we could read. ProGrad: htyao89/KgCoOp,
+#: readme.md (KgCoOp's authors' ViT-B/16 run of ProGrad; ProGrad's own repository and README
+#: report RN50 only). TCP: the TCP paper (CVPR 2024) as zhengli97/Awesome-Prompt-Adapter-
+#: Learning-for-VLMs, README.md, "Table 1. Average results on 11 datasets" prints it (TCP's
+#: README has no table, and its paper's table could not be read here).
+#: MMA: ZjjConan/Multi-Modal-Adapter, README.md, "Base-to-Novel Generalization Results".
 BASE2NEW: Dict[str, Tuple[Value, Value, Value]] = {
     "CLIP": (69.34, 74.22, 71.70),
     "CoOp": (82.69, 63.22, 71.66),
@@ -33,6 +37,8 @@ BASE2NEW: Dict[str, Tuple[Value, Value, Value]] = {
     "KgCoOp": (80.73, 73.60, 77.00),
     "MaPLe": (82.28, 75.14, 78.55),
     "PromptSRC": (84.26, 76.10, 79.97),
+    "ProGrad": (82.48, 70.75, 76.16),
+    "TCP": (84.13, 75.36, 79.51),
     "CoOp + Proxy-FDA": (83.16, 73.67, 78.13),
     "MaPLe + Proxy-FDA": (None, None, 79.84),
     "PromptSRC + Proxy-FDA": (84.47, 77.45, 80.81),

@@ -36,8 +36,8 @@ How the numbers are made (docs/DESIGN.md, section 9):
   the average row, failing that, the published CLIP novel 74.22 if the row covers exactly
   the 11 datasets. The ``ΔNew ref`` column says which.
 * Published numbers (CLIP ViT-B/16, 16 shots, 11-dataset averages, from the papers) appear beside
-  our average row. A trainer maps to a published row by name (CoOp, CoCoOp, KgCoOp, MaPLe,
-  PromptSRC, ZeroshotCLIP→CLIP, MultiModalAdapter→MMA), plus "+ Proxy-FDA" when its config name contains
+  our average row. A trainer maps to a published row by its name (CoOp, CoCoOp, KgCoOp, MaPLe,
+  PromptSRC, ProGrad, TCP; ZeroshotCLIP→CLIP, MultiModalAdapter→MMA), plus "+ Proxy-FDA" when its config name contains
   ``proxyfda``/``proxy_fda``/``pfda``; only for 16-shot runs on datasets of the 11, as the
   published ones are (not beside the CPU benchmark's sets, for example).
 * The expected datasets are ``--datasets`` or else every dataset seen for any trainer; the
@@ -86,7 +86,9 @@ def harmonic_mean(base: float, novel: float) -> float:
 
 
 def published_label(trainer: str, cfg: str) -> Optional[str]:
-    method = _METHOD_NAMES.get(trainer.lower())
+    # a trainer whose registered name is a published row's needs no entry in _METHOD_NAMES
+    method = _METHOD_NAMES.get(trainer.lower()) or next(
+        (name for name in PUBLISHED if name.lower() == trainer.lower()), None)
     if method is None:
         return None
     if any(m in cfg.lower() for m in _PROXYFDA_MARKS):

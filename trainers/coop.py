@@ -22,18 +22,21 @@ def add_coop_config(cfg):
 
 
 class PromptLearner(nn.Module):
-    def __init__(self, cfg, classnames, backbone):
+    """``context``: ``(ctx, prompt_prefix, n_ctx)`` made by another rule than CoOp's (ProGrad's
+    initialization); ``template``: the text after the context (``ClassPrompts``)."""
+
+    def __init__(self, cfg, classnames, backbone, context=None, template="{}."):
         super().__init__()
         c = cfg.TRAINER.COOP
         if c.CSC and c.CTX_INIT:
             print("Note: CTX_INIT given, so the context is shared by all classes (CSC "
                   "applies to random init only, as in the reference CoOp)")
         shape = (len(classnames),) if c.CSC and not c.CTX_INIT else ()
-        ctx, prefix, n_ctx = init_context(backbone, c.N_CTX, c.CTX_INIT, shape)
+        ctx, prefix, n_ctx = context or init_context(backbone, c.N_CTX, c.CTX_INIT, shape)
         print(f'Initial context: "{prefix}"')
         print(f"Number of context words (tokens): {n_ctx}")
         self.ctx = nn.Parameter(ctx)
-        self.classes = ClassPrompts(backbone, classnames, prefix, n_ctx)
+        self.classes = ClassPrompts(backbone, classnames, prefix, n_ctx, template)
         self.position = c.CLASS_TOKEN_POSITION
 
     def forward(self, noise=None):

@@ -59,14 +59,15 @@ def deep_prompts(n_layers, n_ctx, width):
 
 class ClassPrompts(nn.Module):
     """Token ids and the fixed (non-learnable) embeddings around the context slots for one
-    class set. Buffers are non-persistent: they are rebuilt from the class names, never
-    saved."""
+    class set: the text ``f"{prompt_prefix} {template.format(name)}"`` per class (CoOp's
+    ``"{}."``; TCP's e.g. ``"{}, a type of pet."``). Buffers are non-persistent: they are
+    rebuilt from the class names, never saved."""
 
-    def __init__(self, backbone, classnames, prompt_prefix, n_ctx):
+    def __init__(self, backbone, classnames, prompt_prefix, n_ctx, template="{}."):
         super().__init__()
         names = [clean_classname(c) for c in classnames]
         self.name_lens = [len(backbone.tokenizer.encode(n)) for n in names]
-        tokens = backbone.tokenize([f"{prompt_prefix} {n}." for n in names])
+        tokens = backbone.tokenize([f"{prompt_prefix} {template.format(n)}" for n in names])
         with torch.no_grad():
             embedding = backbone.embed(tokens)
         self.n_ctx = n_ctx
