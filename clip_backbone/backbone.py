@@ -119,14 +119,14 @@ class CLIPBackbone(nn.Module):
             self.text = low_precision
 
     def image_fp32(self):
-        """The image tower in fp32: itself on an fp32 backbone, else an fp32 copy of it, made
-        once and kept (on the backbone's device, in eval mode, never saved).
+        """The image tower in fp32: an fp32 copy of an fp16 tower, made once and kept (on the
+        backbone's device, in eval mode, never saved); any other tower is returned as it is.
 
         A zero-shot teacher that a reference computes with a second CLIP turned ``.float()``
         after OpenAI's ``build_model`` had rounded its weights to fp16 (ProGrad's) is exactly
         such a copy; ``fp32_text`` is its text side.
         """
-        if self.image.dtype == torch.float32:
+        if self.image.dtype != torch.float16:
             return self.image
         if self._image_fp32 is None:
             self._image_fp32 = copy.deepcopy(self.image).float()

@@ -145,18 +145,6 @@ def one_update(t, images, labels, lr):
     return step, seen, {k: p.detach().clone() for k, p in params.items()}
 
 
-def same_machine_and_torch(golden):
-    from tests.helpers.torch_support import same_torch_as_recorded
-
-    try:  # the CPU model, as the golden files record it (Linux)
-        with open("/proc/cpuinfo") as f:
-            machine = next((line.split(":", 1)[1].strip() for line in f
-                            if line.startswith("model name")), "")
-    except OSError:
-        machine = ""
-    return machine == golden["machine"] and same_torch_as_recorded(golden["torch"])
-
-
 def rel_err(ours, record):
     """max |ours - golden| over the golden's largest entry, in float64."""
     ref = as_tensor(record).double()
@@ -251,11 +239,11 @@ def test_prograd_projects_exactly_where_the_reference_does(case, weights):
 @pytest.mark.parametrize("text", ["full", "truncated"])
 @pytest.mark.parametrize("case", CASES)
 def test_fp16_logits_losses_and_update_equal_the_reference(case, text, weights):
-    from tests.helpers.torch_support import NO_CPU_FP16, cpu_fp16_training
+    from tests.helpers.torch_support import NO_CPU_FP16, cpu_fp16_training, recorded_here
 
     golden = load(case, "fp16")
     tol_logits, tol_loss, tol_step = FP16_TOLERANCE[text]
-    if not same_machine_and_torch(golden):
+    if not recorded_here(golden):
         tol_logits, tol_loss, tol_step = (max(a, b) for a, b in
                                           zip(FP16_TOLERANCE[text], FP16_ELSEWHERE))
     if not cpu_fp16_training():
@@ -311,7 +299,7 @@ def golden_as(case, trainer=None, **cfg):
 def test_prograd_with_lambda_0_updates_as_coop_bit_for_bit(prec, weights):
     """On a batch where ProGrad's projection fires (the dtd case), LAMBDA 0 leaves CoOp's
     update, bit for bit: the same gradient reaches the optimizer, the same values come out."""
-    from tests.helpers.torch_support import NO_CPU_FP16, cpu_fp16_training
+    from tests.helpers.torch_support import NO_CPU_FP16, cpu_fp16_training, recorded_here
 
     if prec == "fp16" and not cpu_fp16_training():
         pytest.skip(NO_CPU_FP16)
