@@ -72,7 +72,7 @@ def class_key(name):
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") >> 1
 
 
-def head_rows(trained, evaluated):
+def match_rows(trained, evaluated):
     """The head's row of each evaluated class (a repeated name takes its occurrences in
     order); ``slice(None)`` when the classes are the trained ones, None when one is not."""
     if trained == evaluated:
@@ -136,10 +136,10 @@ class DePT(Regularizer):
         loss = F.cross_entropy(logits, torch.cat([labels, labels]))
         return self.weight * loss, {"ce_head": loss.item()}
 
-    def head_rows(self):
+    def rows(self):
         """The rows for this run's classes (``slice(None)``: all), or None; said once."""
         if self._rows is None:
-            rows = head_rows(self.class_keys.tolist(), self.eval_keys.tolist())
+            rows = match_rows(self.class_keys.tolist(), self.eval_keys.tolist())
             self._rows = (rows,)
             how = ("CLIP logits alone" if rows is None else
                    "CLIP logits fused with the head's" if self.fusion else "the head's logits")
@@ -148,7 +148,7 @@ class DePT(Regularizer):
         return self._rows[0]
 
     def inference_logits(self, logits, image_features):
-        rows = self.head_rows()
+        rows = self.rows()
         if rows is None:
             return logits
         image = self.cwt_image(image_features).to(self.head.weight.dtype)
