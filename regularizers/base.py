@@ -35,9 +35,19 @@ What the trainer's base class does with it, in order:
    the update (``PromptTrainer.adjust_gradients``); the summary items are logged.
 
 The regularizers follow the model's train/eval mode; in eval mode ``perturb`` adds no noise.
+
+The same interface carries plug-ins that change the method itself rather than regularize it
+(DePT's second head, ``regularizers/dept.py``). Three optional hooks serve them:
+``method_term_weights()`` reweights the method's own loss terms (the trainer multiplies each
+named term of its ``StepLoss`` before anything is summed), ``scheduler(optimizer)`` gives the
+plug-in's optimizer the run's LR schedule, and ``used_at_inference = True`` makes its
+parameters part of the model: checkpointed, loaded for evaluation with the prompts, and
+``inference_logits(logits, image_features)`` turns the method's evaluation logits into the
+ones reported. A regularizer leaves all three at their defaults, and is then dropped at
+inference (Proxy-FDA's generator).
 """
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -94,6 +104,7 @@ class RegularizerContext:
     embed_dim: Optional[int] = None
     frozen: Optional[FrozenCLIP] = None
     batch_size: Optional[int] = None  # DATALOADER.TRAIN_X.BATCH_SIZE (None: unknown)
+    optim: Optional[Any] = None  # the run's OPTIM node (None in unit tests)
 
     def __post_init__(self):
         self.towers = tuple(self.towers)
@@ -138,6 +149,26 @@ class Regularizer(nn.Module):
     def perturb(self, prompt, layer, batch_size, base=None):
         """A learned prompt as the encoder should use it (identity unless overridden)."""
         return prompt
+
+    # ---- hooks of a plug-in that changes the method (module docstring); unused by default
+    #: True: its parameters are part of the model (loaded for evaluation with the prompts,
+    #: ``inference_logits`` applied); False: they serve training only and are not loaded
+    used_at_inference = False
+
+    def method_term_weights(self):
+        """``{term name: factor}`` for the method's own loss terms (``StepLoss.terms``); a
+        trainer whose loss lacks a named term is refused when the run is built."""
+        return {}
+
+    def scheduler(self, optimizer):
+        """An LR scheduler for ``optimizer()`` (stepped with the prompts' one), or None."""
+        return None
+
+    def inference_logits(self, logits, image_features):
+        """The evaluation logits, from the method's ``logits`` [B, C] over the evaluated
+        classes and the batch's image features as the model's image tower returned them
+        (only called where ``used_at_inference``)."""
+        return logits
 
     def _get(self, feats, field_name):
         value = getattr(feats, field_name)
@@ -208,7 +239,8 @@ def build_regularizers(cfg, embed_dim=None, towers=("text",), prompt_depth=1, fr
     run. Whether a trainer can feed them is checked by the trainer (``PromptTrainer``), on a
     probe batch.
     """
-    context = RegularizerContext(towers, prompt_depth, embed_dim, frozen, batch_size)
+    context = RegularizerContext(towers, prompt_depth, embed_dim, frozen, batch_size,
+                                 cfg.get("OPTIM"))
     regs = [REGULARIZERS[node][0](cfg[node], context) for node in enabled_nodes(cfg)]
     perturbing = [reg.node for reg in regs if reg.perturbs_prompts]
     if len(perturbing) > 1:

@@ -20,6 +20,9 @@ The shipped features, in the order they are produced:
 * ``logits`` [B, C] and ``labels`` [B] of the step (always handed over);
 * ``text``: prompted class text features of the training classes, [C, d] (CoCoOp: the
   per-image sets averaged);
+* ``text_per_image``: [B, C, d], each image's own raw class text features, where the
+  method's class text depends on the image (CoCoOp); None where it does not (one class set,
+  ``text``, for the whole batch);
 * ``text_frozen``: frozen CLIP text features of the same classes under the dataset's hand
   template, [C, d], computed once per run;
 * ``image``: the batch's image features as the method's forward computed them, [B, d]
@@ -152,6 +155,11 @@ def _from_forward(ctx, name, what):
 @register_feature("text", "prompted class text features of the training classes, [C, d]")
 def _text(ctx):
     return _from_forward(ctx, "text", "class text features")
+
+
+@register_feature("text_per_image", "each image's own class text features, [B, C, d], or None")
+def _text_per_image(ctx):
+    return getattr(ctx.features, "text_per_image", None)
 
 
 @register_feature("text_frozen", "frozen class text features under the dataset template, [C, d]")

@@ -31,7 +31,8 @@ TRAINERS = {
 REGULARIZERS = {node: [f"{node}.ENABLE", "True"] for node in REGISTERED}
 REGULARIZERS["FDA"] = ["PROXYFDA.ENABLE", "True", "PROXYFDA.PROXY.ENABLE", "False"]
 # a summary item each logs (a registered regularizer not listed: its class name in the log)
-SUMMARY_ITEM = {"PROXYFDA": "proxy", "FDA": "fda_text", "LDIFS": "ldifs_text", "PACE": "pace"}
+SUMMARY_ITEM = {"PROXYFDA": "proxy", "FDA": "fda_text", "LDIFS": "ldifs_text", "PACE": "pace",
+                "DEPT": "ce_head"}
 # the combinations the contract refuses, as the README's table says; every other one trains
 # (MultiModalAdapter trains with every one: PACE's noise multiplies its adapter residuals)
 REFUSED = {("CoCoOp", "LDIFS"): "'hidden'", ("CoCoOp", "PACE"): "prompt-noise hook"}

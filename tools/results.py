@@ -38,7 +38,7 @@ How the numbers are made (docs/DESIGN.md, section 9):
 * Published numbers (CLIP ViT-B/16, 16 shots, 11-dataset averages, from the papers) appear beside
   our average row. A trainer maps to a published row by its name (CoOp, CoCoOp, KgCoOp, MaPLe,
   PromptSRC, ProGrad, TCP; ZeroshotCLIP→CLIP, MultiModalAdapter→MMA), plus "+ Proxy-FDA" when its config name contains
-  ``proxyfda``/``proxy_fda``/``pfda``; only for 16-shot runs on datasets of the 11, as the
+  ``proxyfda``/``proxy_fda``/``pfda`` ("+ DePT" when it contains ``dept``); only for 16-shot runs on datasets of the 11, as the
   published ones are (not beside the CPU benchmark's sets, for example).
 * The expected datasets are ``--datasets`` or else every dataset seen for any trainer; the
   expected seeds of a trainer/config are ``--seeds`` or else every seed seen for it.
@@ -93,6 +93,8 @@ def published_label(trainer: str, cfg: str) -> Optional[str]:
         return None
     if any(m in cfg.lower() for m in _PROXYFDA_MARKS):
         method += " + Proxy-FDA"
+    elif "dept" in cfg.lower():  # the DePT plug-in's configs (*_dept.yaml)
+        method += " + DePT"
     return method if method in PUBLISHED else None
 
 

@@ -25,6 +25,8 @@ with its config node (``trainers.registry.register_trainer``). Everything else i
   parameters (and optimizer, scheduler, epoch and RNG state), never the frozen CLIP;
 * evaluation encodes the class text features once per evaluation, and takes the image
   features of a frozen image tower from the feature cache (``feature_cache.py``).
+* a plug-in used at inference (``Regularizer.used_at_inference``, DePT's head) is loaded with
+  the prompts and turns the logits into the reported ones (``inference_logits``).
 """
 import contextlib
 
@@ -173,7 +175,7 @@ class PromptTrainer(TrainerX):
             prompt_depth=self.prompt_depth(), frozen=self.frozen_clip,
             batch_size=self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
         self.regularizers = nn.ModuleList(regs).to(self.device)
-        self.regularizer_names = []
+        self.regularizer_names = []  # models that serve training only (not loaded to evaluate)
         if not regs:
             return
         print(f"Regularizers: {', '.join(type(r).__name__ for r in regs)}")
@@ -188,8 +190,9 @@ class PromptTrainer(TrainerX):
         for reg in regs:
             optim = reg.optimizer()
             if optim is not None:  # its own parameters: trained and checkpointed with it
-                self.register_model(reg.name, reg, optim, None)
-                self.regularizer_names.append(reg.name)
+                self.register_model(reg.name, reg, optim, reg.scheduler(optim))
+                if not reg.used_at_inference:
+                    self.regularizer_names.append(reg.name)
         labels = [item.label for item in self.train_loader_x.dataset.data_source]
         samplers = [s for s in (reg.batch_sampler(labels) for reg in regs) if s is not None]
         if len(samplers) > 1:
@@ -237,7 +240,7 @@ class PromptTrainer(TrainerX):
                     tower_hooks = getattr(hooks, tower)
                     if tower_hooks.prompt_noise is not None:
                         tower_hooks.prompt_noise = counting(tower, tower_hooks.prompt_noise)
-                step = self.step_loss(images, labels, hooks)
+                step = self.weighted_step_loss(images, labels, hooks)
                 ctx = StepContext(self, images, labels, step.features, hooks)
                 for reg in self.regularizers:
                     for name in sorted(reg.needs):
@@ -296,6 +299,19 @@ class PromptTrainer(TrainerX):
         features = self.model.forward_features(images, hooks)
         return StepLoss({"ce": F.cross_entropy(features.logits, labels)}, features)
 
+    def weighted_step_loss(self, images, labels, hooks):
+        """``step_loss``, its terms multiplied by the factors regularizers ask for
+        (``Regularizer.method_term_weights``; none of the shipped regularizers asks)."""
+        step = self.step_loss(images, labels, hooks)
+        for reg in self.regularizers:
+            for name, weight in reg.method_term_weights().items():
+                if name not in step.terms:
+                    raise ConfigError(self._refusal(
+                        reg, type(self).__name__, f"it weights the method's loss term "
+                        f"{name!r}, and this trainer's loss has {', '.join(step.terms)}"))
+                step.terms[name] = weight * step.terms[name]
+        return step
+
     def compute_loss(self, images, labels):
         """``(loss, summary)`` of one batch, without regularizers or an update."""
         step = self.step_loss(images, labels, ForwardHooks())
@@ -315,7 +331,7 @@ class PromptTrainer(TrainerX):
         hooks = self.forward_hooks()
         reg_loss, reg_summary = None, {}
         with self.autocast():
-            step = self.step_loss(images, labels, hooks)
+            step = self.weighted_step_loss(images, labels, hooks)
             if self.regularizers:
                 reg_loss, reg_summary = self.regularizer_loss(images, labels, step, hooks)
         loss = step.total() if reg_loss is None else step.total() + reg_loss
@@ -405,7 +421,12 @@ class PromptTrainer(TrainerX):
 
     def model_inference(self, images):
         with self.autocast():
-            return feature_cache.image_logits(self, images)
+            image = feature_cache.image_features(self, images)
+            logits = self.model.logits_from_image_features(image)
+            for reg in self.regularizers:
+                if reg.used_at_inference:
+                    logits = reg.inference_logits(logits, image)
+            return logits
 
     def test(self, split=None):
         with self.model.cached_text_features(), feature_cache.evaluation(self, split):
@@ -427,6 +448,7 @@ class PromptTrainer(TrainerX):
         return resume_models(self, directory)
 
     def load_model(self, directory, epoch=None):
-        # The regularizers (and Proxy-FDA's generator) play no part in inference.
+        # The regularizers (and Proxy-FDA's generator) play no part in inference; a plug-in
+        # ``used_at_inference`` is loaded with the prompts.
         load_models(self, directory, epoch,
                     [n for n in self.get_model_names() if n not in self.regularizer_names])

@@ -60,23 +60,26 @@ class CoCoOpCLIP(PromptCLIP):
     def logits_from_image_features(self, image_features):
         return self.features_from_image_features(image_features).logits
 
-    def features_from_image_features(self, image_features):
+    def features_from_image_features(self, raw_image):
         """The meta-net reads the normalized image features, as in the reference."""
-        image_features = F.normalize(image_features, dim=-1)
+        image_features = F.normalize(raw_image, dim=-1)
         prompts = self.prompt_learner(image_features)
         tokens = self.prompt_learner.classes.tokenized_prompts
         n_cls = tokens.shape[0]
         chunk = max(1, self.MAX_PROMPTS_PER_CALL // n_cls)
-        logits, texts = [], []
+        logits, texts, raw_texts = [], [], []
         for img, pts in zip(image_features.split(chunk), prompts.split(chunk)):
-            text = self.backbone.text(pts.flatten(0, 1), tokens.repeat(len(pts), 1))
-            text = F.normalize(text, dim=-1).view(len(pts), n_cls, -1)
+            raw = self.backbone.text(pts.flatten(0, 1), tokens.repeat(len(pts), 1))
+            text = F.normalize(raw, dim=-1).view(len(pts), n_cls, -1)
             # (scale * image) @ text, in this order as the reference: it matters in fp16
             logits.append(torch.einsum("bd,bcd->bc", self.logit_scale.exp() * img, text))
             texts.append(text)
+            raw_texts.append(raw.view(len(pts), n_cls, -1))
         # for the regularizers: one class text set, the per-image sets averaged
         text = torch.cat(texts).mean(0)
-        return Features(torch.cat(logits), text=text, image=image_features)
+        # the raw per-image sets, for a plug-in that reads them (training only: [B, C, d])
+        per_image = torch.cat(raw_texts) if self.training else None
+        return Features(torch.cat(logits), text=text, image=raw_image, text_per_image=per_image)
 
     @contextlib.contextmanager
     def cached_text_features(self):

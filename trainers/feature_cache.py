@@ -274,10 +274,10 @@ class FeatureFile:
 
 # ------------------------------------------------------------------ one evaluation
 class _Direct:
-    """No cache: images in, the model's forward."""
+    """No cache: images in, the model's image features."""
 
-    def logits(self, model, images):
-        return model(images)
+    def image_features(self, model, images):
+        return model.encode_image_features(images)
 
 
 _DIRECT = _Direct()
@@ -289,17 +289,17 @@ class _Filling:
     def __init__(self):
         self.parts = []
 
-    def logits(self, model, images):
+    def image_features(self, model, images):
         features = model.encode_image_features(images)
         self.parts.append(features.detach().cpu())
-        return model.logits_from_image_features(features)
+        return features
 
 
 class _Serving:
     """Cached image features in (from ``CachedFeatureLoader``)."""
 
-    def logits(self, model, image_features):
-        return model.logits_from_image_features(image_features)
+    def image_features(self, model, image_features):
+        return image_features
 
 
 class CachedFeatureLoader:
@@ -338,11 +338,17 @@ def _not_cacheable(trainer, loader):
     return None
 
 
-def image_logits(trainer, inputs):
-    """The logits of one evaluation batch: ``inputs`` are images, or inside a cached
-    ``evaluation`` their image features (what the evaluation's loader yields)."""
+def image_features(trainer, inputs):
+    """The image features of one evaluation batch, as ``encode_image_features`` returns them:
+    ``inputs`` are images, or inside a cached ``evaluation`` their image features (what the
+    evaluation's loader yields)."""
     source = getattr(trainer, "_image_features", None) or _DIRECT
-    return source.logits(trainer.model, inputs)
+    return source.image_features(trainer.model, inputs)
+
+
+def image_logits(trainer, inputs):
+    """The logits of one evaluation batch (``image_features``, then the model's second half)."""
+    return trainer.model.logits_from_image_features(image_features(trainer, inputs))
 
 
 @contextlib.contextmanager

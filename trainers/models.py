@@ -33,6 +33,9 @@ class Features:
     text: Optional[torch.Tensor] = None  # prompted class text features [C, d]
     image: Optional[torch.Tensor] = None  # prompted image features [B, d]
     image_frozen: Optional[torch.Tensor] = None  # frozen image features, if computed anyway
+    # [B, C, d]: each image's own class text features, where they depend on the image
+    # (CoCoOp; kept in training only)
+    text_per_image: Optional[torch.Tensor] = None
 
 
 @dataclass
