@@ -31,6 +31,7 @@ REGULARIZERS["FDA"] = ["PROXYFDA.ENABLE", "True", "PROXYFDA.PROXY.ENABLE", "Fals
 # a summary item each logs (a registered regularizer not listed: its class name in the log)
 SUMMARY_ITEM = {"PROXYFDA": "proxy", "FDA": "fda_text", "LDIFS": "ldifs_text", "PACE": "pace"}
 # the combinations the contract refuses, as the README's table says; every other one trains
+# (CLIPLoRA: all of them; PACE's noise multiplies the output of every LoRA branch)
 REFUSED = {("CoCoOp", "LDIFS"): "'hidden'", ("CoCoOp", "PACE"): "prompt-noise hook"}
 assert {"CoOp", "CoCoOp", "KgCoOp", "IVLP", "MaPLe", "PromptSRC"} <= set(TRAINERS)
 
