@@ -19,7 +19,7 @@ from tools.logparse import log_files, read_run
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SCRIPTS = osp.join(REPO, "scripts")
-TRAINER_DIRS = ("coop", "cocoop", "kgcoop", "maple", "ivlp", "promptsrc", "zsclip")
+TRAINER_DIRS = ("coop", "cocoop", "kgcoop", "maple", "ivlp", "promptsrc", "zsclip", "cliplora")
 PROTOCOL_SCRIPTS = ("base2new_train.sh", "base2new_test.sh", "few_shot.sh", "xd_train.sh",
                     "xd_test.sh", "dg_test.sh")
 SHOTS = "2"

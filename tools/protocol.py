@@ -112,6 +112,13 @@ def _promptsrc_few_shot(dataset, shots):
     return cfg + "_gpa45" if dataset in PROMPTSRC_GPA45 else cfg
 
 
+def _cliplora_few_shot(dataset, shots):
+    # CLIP-LoRA trains n_iters x shots = 500 x K iterations on every dataset: K epochs of 500
+    # (vit_b16: 16); other shot counts take the next config up
+    epochs = next((k for k in (1, 2, 4, 8) if shots <= k), 16)
+    return "vit_b16" if epochs == 16 else f"vit_b16_ep{epochs}"
+
+
 #: script folder -> trainer. A new trainer is one row (and its scripts/<folder>/ scripts).
 TRAINERS: Dict[str, Trainer] = {
     "zsclip": Trainer("ZeroshotCLIP", "CoOp", "vit_b16", zeroshot=True),
@@ -123,6 +130,7 @@ TRAINERS: Dict[str, Trainer] = {
     "ivlp": Trainer("IVLP", "IVLP", "vit_b16_c2_ep5_batch4_2+2ctx"),
     "promptsrc": Trainer("PromptSRC", "PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx",
                          _promptsrc_few_shot, "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets"),
+    "cliplora": Trainer("CLIPLoRA", "CLIPLoRA", "vit_b16", _cliplora_few_shot),
 }
 
 
