@@ -25,6 +25,8 @@ Value = Optional[float]
 #: rows: the Proxy-FDA paper (arXiv 2505.24088), Table 2, as secondary sources quote it (its
 #: full text and code could not be read); MaPLe + Proxy-FDA's HM 79.84 is the project
 #: specification's and was not found in a source we could read.
+#: CLIP-LoRA: none; its paper (arXiv 2405.18541) and repository (MaxZanella/CLIP-LoRA, README)
+#: report few-shot accuracy only, and that as a figure (few_shot.png) or in the PDF's tables.
 BASE2NEW: Dict[str, Tuple[Value, Value, Value]] = {
     "CLIP": (69.34, 74.22, 71.70),
     "CoOp": (82.69, 63.22, 71.66),
@@ -84,4 +86,6 @@ class FewShot:
 
 #: None found in a readable source (PromptSRC's few-shot table, with CLIP linear probe, CoOp,
 #: CoCoOp, MaPLe and PromptSRC, is in its paper's PDF only).
+#: CLIP-LoRA's per-shots averages are plotted in its README (few_shot.png, no values) and
+#: tabulated in its paper's PDF, which we could not read.
 FEW_SHOT: Dict[str, FewShot] = {}
