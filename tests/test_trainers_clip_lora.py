@@ -15,10 +15,11 @@ learning rate so that one step shows. Dropout masks come from ``portable_dropout
 sides (torch's CPU dropout draws differently on different CPUs). The reference code is not
 part of this repository.
 
-What is pinned, per case: the evaluation logits (loralib's merged weights), and for three
-training steps on three batches the logits, the loss, whether the GradScaler skipped the step
-(fp16: the first, whose scaled fp16 loss overflows), the gradient of every LoRA tensor and
-its value after the step, and the learning rate after it. Full-length text
+What is pinned, per case: the evaluation logits (loralib's merged weights), and for each
+training step (three in fp32; seven in fp16, where the GradScaler skips the first five, its
+scaled fp16 loss overflowing) on its own batch the logits, the loss, the GradScaler's scale,
+whether the step was skipped, the gradient of every LoRA tensor and the learning rate after
+it; and every LoRA tensor after the last step. Full-length text
 (``MODEL.BACKBONE.TRUNCATE_TEXT False``) as the reference: then fp16 is bit for bit on the
 machine and torch the files were recorded with. Truncated text changes the shape, and so the
 random draws, of the text tower's dropout: training is then not comparable, and the
