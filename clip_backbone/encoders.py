@@ -39,12 +39,26 @@ the end-of-text token, run at full length, and so does a pass that returns hidde
 Regularizers reach into a forward through a ``TowerHooks`` the caller passes with it (never
 through state left on the modules): the hidden states to collect and a noise to apply to
 every learned prompt and every adapter residual, the learned contributions (PACE).
+
+Weight adapters (LoRA) reach the attention of a block the same way, through the
+``adapter`` argument of one forward call: ``adapter(layer, noise)`` returns None (block
+``layer`` runs as open_clip's, untouched) or ``project(name, x, weight, bias)``, which
+computes the block's projection ``name`` ("q", "k", "v", or "o": the output) of ``x`` (L, N, D) from
+its frozen ``weight`` and ``bias`` (``F.linear(x, weight, bias)`` is the block's own).
+Such a block's self-attention is then computed here, as ``nn.MultiheadAttention`` does it,
+but with the three input projections as separate products (as the references' LoRA
+attention does). ``noise`` is the pass's ``TowerHooks.prompt_noise``, for an adapter that
+perturbs what it adds. The towers' modules are never changed: every call without an
+``adapter`` (the regularizers' frozen features, their frozen hidden states, zero-shot
+features) is pre-trained CLIP, whatever a learner adapts.
 """
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from errors import ConfigError
@@ -105,10 +119,34 @@ def _add_residual(x, residual, layer, hooks, sequence_first):
     return x + residual
 
 
+def _adapted_attention(attn, x, attn_mask, project):
+    """``nn.MultiheadAttention``'s self-attention of ``x`` (L, N, D), sequence-first, need no
+    weights, with each projection computed by ``project`` (see the module docstring)."""
+    length, batch, width = x.shape
+    heads, head_dim = attn.num_heads, attn.head_dim
+    weights = attn.in_proj_weight.split(width)
+    biases = attn.in_proj_bias.split(width) if attn.in_proj_bias is not None else (None,) * 3
+    q, k, v = (project(name, x, w, b).view(length, batch * heads, head_dim).transpose(0, 1)
+               .view(batch, heads, length, head_dim)
+               for name, w, b in zip("qkv", weights, biases))
+    if attn_mask is not None:
+        attn_mask = attn_mask.to(x.dtype).unsqueeze(0).unsqueeze(0)  # as open_clip's block
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask, 0.0, False)
+    out = out.permute(2, 0, 1, 3).contiguous().view(length, batch, width)
+    return project("o", out, attn.out_proj.weight, attn.out_proj.bias)
+
+
+def _adapted_block(block, x, attn_mask=None, project=None):
+    """open_clip's ``ResidualAttentionBlock.forward`` (self-attention) with the attention
+    computed by ``_adapted_attention``."""
+    x = x + block.ls_1(_adapted_attention(block.attn, block.ln_1(x), attn_mask, project))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
 def _run_blocks(blocks, x, attn_mask, deep_prompts, replace, hooks, use_checkpoint,
-                block_adapter=None):
+                block_adapter=None, adapter=None):
     """x: (L, N, D). ``replace(x, prompt)`` puts a (n, N, D) prompt in place;
-    ``block_adapter``: the module docstring's adapter hook."""
+    ``block_adapter`` and ``adapter``: the module docstring's adapter hooks."""
     batch = x.shape[1]
     if 0 in hooks.hidden_layers:
         hooks.hidden.append(x.permute(1, 0, 2))
@@ -123,10 +161,13 @@ def _run_blocks(blocks, x, attn_mask, deep_prompts, replace, hooks, use_checkpoi
                     prompt = hooks.prompt_noise(prompt, i, batch)
                 x = replace(x, prompt.permute(1, 0, 2))
         residual = block_adapter(x, i + 1, block) if block_adapter is not None else None
+        project = adapter(i, hooks.prompt_noise) if adapter is not None else None
+        run = block if project is None else functools.partial(_adapted_block, block,
+                                                              project=project)
         if use_checkpoint and torch.is_grad_enabled():
-            x = checkpoint(block, x, attn_mask=attn_mask, use_reentrant=False)
+            x = checkpoint(run, x, attn_mask=attn_mask, use_reentrant=False)
         else:
-            x = block(x, attn_mask=attn_mask)
+            x = run(x, attn_mask=attn_mask)
         x = _add_residual(x, residual, i + 1, hooks, sequence_first=True)
         if i + 1 in hooks.hidden_layers:
             hooks.hidden.append(x.permute(1, 0, 2))
@@ -180,10 +221,11 @@ class TextEncoder(nn.Module):
         return tokens.argmax(dim=-1)  # OpenAI: the end-of-text token has the largest id
 
     def forward(self, embeddings, tokens, deep_prompts=None, n_ctx=0, hooks=None,
-                block_adapter=None):
+                block_adapter=None, adapter=None):
         """Text features (N, E). ``n_ctx``: the learned context tokens sit at positions
         ``1 : 1+n_ctx`` of ``embeddings`` (only read by a hook's ``prompt_noise``).
-        ``block_adapter``: the adapter hook (module docstring)."""
+        ``block_adapter``: the residual adapter hook; ``adapter``: weight adapters of the
+        attention (module docstring)."""
         hooks = hooks or NO_HOOKS
         length = embeddings.shape[1]
         eot = self.eot_positions(tokens) if self.pool_type in ("argmax", "eos") else None
@@ -204,7 +246,7 @@ class TextEncoder(nn.Module):
             return torch.cat([x[:1], prompt, x[1 + prompt.shape[0]:]], dim=0)
 
         x = _run_blocks(self.transformer.resblocks, x.permute(1, 0, 2), mask, deep_prompts,
-                        replace, hooks, self.checkpoint_blocks, block_adapter)
+                        replace, hooks, self.checkpoint_blocks, block_adapter, adapter)
         x = self.ln_final(x.permute(1, 0, 2))
         x = self._pool(x, eot)
         if self.text_projection is not None:
@@ -247,13 +289,14 @@ class ImageEncoder(nn.Module):
         return next(self.visual.parameters()).dtype
 
     def forward(self, images, shallow_prompt=None, deep_prompts=None, hooks=None,
-                block_adapter=None):
-        """Image features (N, E); ``block_adapter``: the adapter hook (module docstring)."""
+                block_adapter=None, adapter=None):
+        """Image features (N, E); ``block_adapter``: the residual adapter hook, ``adapter``:
+        weight adapters of the attention (module docstring)."""
         hooks = hooks or NO_HOOKS
         images = images.to(self.dtype)
         if not self.is_vit:
             if shallow_prompt is not None or deep_prompts is not None or hooks.hidden_layers \
-                    or block_adapter is not None:
+                    or block_adapter is not None or adapter is not None:
                 raise ConfigError(
                     "Vision prompts and adapters (and LDIFS on the image tower) need a ViT "
                     f"backbone; {self.visual.__class__.__name__} is not one."
@@ -278,7 +321,7 @@ class ImageEncoder(nn.Module):
             return torch.cat([x[: x.shape[0] - prompt.shape[0]], prompt], dim=0)
 
         x = _run_blocks(v.transformer.resblocks, x.permute(1, 0, 2), None, deep_prompts,
-                        replace, hooks, False, block_adapter)
+                        replace, hooks, False, block_adapter, adapter)
         pooled, _ = v._pool(x.permute(1, 0, 2))
         if v.proj is not None:
             pooled = pooled @ v.proj

@@ -35,6 +35,7 @@ SUMMARY_ITEM = {"PROXYFDA": "proxy", "FDA": "fda_text", "LDIFS": "ldifs_text", "
                 "DEPT": "ce_head"}
 # the combinations the contract refuses, as the README's table says; every other one trains
 # (MultiModalAdapter trains with every one: PACE's noise multiplies its adapter residuals)
+# (CLIPLoRA: all of them; PACE's noise multiplies the output of every LoRA branch)
 REFUSED = {("CoCoOp", "LDIFS"): "'hidden'", ("CoCoOp", "PACE"): "prompt-noise hook"}
 assert {"CoOp", "CoCoOp", "KgCoOp", "IVLP", "MaPLe", "PromptSRC"} <= set(TRAINERS)
 

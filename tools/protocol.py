@@ -140,6 +140,13 @@ def _tcp(dataset, shots):
     return "vit_b16_ep25_ctxv1" if dataset in ("imagenet", "sun397") else "vit_b16_ep100_ctxv1"
 
 
+def _cliplora_few_shot(dataset, shots):
+    # CLIP-LoRA trains n_iters x shots = 500 x K iterations on every dataset: K epochs of 500
+    # (vit_b16: 16); other shot counts take the next config up
+    epochs = next((k for k in (1, 2, 4, 8) if shots <= k), 16)
+    return "vit_b16" if epochs == 16 else f"vit_b16_ep{epochs}"
+
+
 #: script folder -> trainer. A new trainer is one row (and its scripts/<folder>/ scripts).
 TRAINERS: Dict[str, Trainer] = {
     "zsclip": Trainer("ZeroshotCLIP", "CoOp", "vit_b16", zeroshot=True),
@@ -157,6 +164,7 @@ TRAINERS: Dict[str, Trainer] = {
                          xd="vit_b16_ep5_imnet"),
     "prograd": Trainer("ProGrad", "ProGrad", _prograd_base2new, _prograd_few_shot, "vit_b16_ep50"),
     "tcp": Trainer("TCP", "TCP", _tcp, xd="vit_b16_ep25_ctxv1"),
+    "cliplora": Trainer("CLIPLoRA", "CLIPLoRA", "vit_b16", _cliplora_few_shot),
 }
 
 

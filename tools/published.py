@@ -30,6 +30,8 @@ Value = Optional[float]
 #: Learning-for-VLMs, README.md, "Table 1. Average results on 11 datasets" prints it (TCP's
 #: README has no table, and its paper's table could not be read here).
 #: MMA: ZjjConan/Multi-Modal-Adapter, README.md, "Base-to-Novel Generalization Results".
+#: CLIP-LoRA: none; its paper (arXiv 2405.18541) and repository (MaxZanella/CLIP-LoRA, README)
+#: report few-shot accuracy only, and that as a figure (few_shot.png) or in the PDF's tables.
 BASE2NEW: Dict[str, Tuple[Value, Value, Value]] = {
     "CLIP": (69.34, 74.22, 71.70),
     "CoOp": (82.69, 63.22, 71.66),
@@ -119,4 +121,6 @@ class FewShot:
 
 #: None found in a readable source (PromptSRC's few-shot table, with CLIP linear probe, CoOp,
 #: CoCoOp, MaPLe and PromptSRC, is in its paper's PDF only).
+#: CLIP-LoRA's per-shots averages are plotted in its README (few_shot.png, no values) and
+#: tabulated in its paper's PDF, which we could not read.
 FEW_SHOT: Dict[str, FewShot] = {}

@@ -4,8 +4,11 @@ and its loss.
 A trainer subclass sets ``METHOD_NODE`` (its cfg.TRAINER node) and ``CHECKPOINT_NAME`` (the
 peers' registered model name), implements ``build_custom_clip`` and, when its loss is not
 cross-entropy on the CLIP logits, ``step_loss``; a method that changes the update rather than
-the loss (ProGrad's gradient projection) overrides ``adjust_gradients``. It registers itself
-with its config node (``trainers.registry.register_trainer``). Everything else is here, once:
+the loss (ProGrad's gradient projection) overrides ``adjust_gradients``. A reference that
+trains for a number of iterations rather than epochs (CLIP-LoRA) sets ``LR_STEP = "batch"``,
+overrides ``build_scheduler`` and wraps its train loader in ``IterationEpochs``. It registers
+itself with its config node (``trainers.registry.register_trainer``). Everything else is here,
+once:
 
 * precision: fp32 on CPU (unless ``PREC_ON_CPU=1``); on CUDA, fp16 with the references'
   dtype layout (the backbone in OpenAI's fp16, each learner keeping in fp16 the tensors its
@@ -87,6 +90,37 @@ def build_explained_data_loader(trainer):
     trainer.dm = dm
 
 
+class IterationEpochs:
+    """A train loader whose every epoch is ``num_batches`` batches (iterations), drawn from
+    consecutive passes over the training set: each pass a fresh shuffle, its last batch
+    smaller where the batch size does not divide the set (as the loops of references that
+    train for a number of iterations, CLIP-LoRA's). The pass running when an epoch ends is
+    dropped, so an epoch depends only on the random state it starts with, and a resumed run
+    is the uninterrupted one. A loader with its own batch sampler (a regularizer's) is
+    passed through as it is; a plain one is rebuilt without Dassl's ``drop_last``."""
+
+    def __init__(self, loader, num_batches):
+        if num_batches < 1:
+            raise ConfigError(f"An epoch needs at least one iteration, got {num_batches}.")
+        if loader.batch_size is not None and loader.drop_last:
+            loader = torch.utils.data.DataLoader(
+                loader.dataset, batch_size=loader.batch_size, shuffle=True, drop_last=False,
+                num_workers=loader.num_workers, pin_memory=loader.pin_memory)
+        self.loader, self.num_batches, self.dataset = loader, int(num_batches), loader.dataset
+
+    def __len__(self):
+        return self.num_batches
+
+    def __iter__(self):
+        produced = 0
+        while True:
+            for batch in self.loader:
+                yield batch
+                produced += 1
+                if produced == self.num_batches:
+                    return
+
+
 def with_batch_sampler(loader, batch_sampler):
     """The engine's train loader, drawing its batches from ``batch_sampler``: same dataset
     wrapper (transforms), workers and pinning. (Dassl's DataManager has no sampler hook a
@@ -103,6 +137,13 @@ class PromptTrainer(TrainerX):
     CHECKPOINT_NAME = "prompt_learner"
     #: towers whose features the prompts change; regularizers act on these only
     PROMPTED_TOWERS = ("text",)
+    #: when the LR scheduler steps: "epoch" (Dassl: once, after the last batch of an epoch)
+    #: or "batch" (after every update: a schedule counted in iterations)
+    LR_STEP = "epoch"
+    #: the precisions whose loss is scaled for the backward pass (``torch.amp.GradScaler``,
+    #: which also skips a step whose gradients overflow): amp; fp16 too for a learner whose
+    #: reference scales its fp16 loss
+    LOSS_SCALING = ("amp",)
 
     def prompt_depth(self):
         """Number of prompted layers (PACE's noise schedule)."""
@@ -159,16 +200,28 @@ class PromptTrainer(TrainerX):
         print(f"Parameters to be updated: {', '.join(learnable)} ({n_params:,} values)")
 
         self.optim = build_optimizer(learner, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.sched = self.build_scheduler(self.optim)
         self.register_model(self.CHECKPOINT_NAME, learner, self.optim, self.sched)
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "amp" else None
+        scaled = self.precision in self.LOSS_SCALING
+        self.scaler = torch.amp.GradScaler(self.device.type) if scaled else None
         self.build_regularizers(classnames)
+
+    def build_scheduler(self, optim):
+        """The prompt learner's LR scheduler: Dassl's, from cfg.OPTIM (stepped per epoch)."""
+        return build_lr_scheduler(optim, self.cfg.OPTIM)
+
+    def hand_template(self):
+        """The hand-crafted prompt of the frozen class text features (``text_frozen``, and
+        the regularizers' own frozen class features and hidden states): the dataset's. A
+        learner whose own text input is another hand-crafted prompt returns that one, so
+        that the frozen side reads the same words."""
+        return dataset_template(self.cfg.DATASET.NAME)
 
     # ---------------------------------------------------------- regularizers
     def build_regularizers(self, classnames):
         backbone = self.model.backbone
         self.frozen_clip = FrozenCLIP(backbone, [clean_classname(c) for c in classnames],
-                                      dataset_template(self.cfg.DATASET.NAME))
+                                      self.hand_template())
         self._frozen_text = None
         regs = build_regularizers(
             self.cfg, embed_dim=backbone.embed_dim, towers=self.prompted_towers(),
@@ -338,8 +391,10 @@ class PromptTrainer(TrainerX):
         self.check_finite(loss)
         self.backward_and_update(loss, step, reg_loss)
         summary = self.summary(loss, step.features.logits, labels, **step.log, **reg_summary)
-        if (self.batch_idx + 1) == self.num_batches:
+        last_batch = (self.batch_idx + 1) == self.num_batches
+        if last_batch or self.LR_STEP == "batch":
             self.update_lr()
+        if last_batch:
             self.after_last_batch()
         return summary
 
@@ -429,6 +484,7 @@ class PromptTrainer(TrainerX):
             return logits
 
     def test(self, split=None):
+        self.set_model_mode("eval")  # before the class text is encoded (a learner's dropout)
         with self.model.cached_text_features(), feature_cache.evaluation(self, split):
             return super().test(split)
 
