@@ -27,7 +27,6 @@ evaluation logits are within float (fp32) or fp16 rounding.
 """
 import json
 import math
-import platform
 from pathlib import Path
 
 import pytest
@@ -118,14 +117,6 @@ def record(t):
             "head": flat[:4].tolist()}
 
 
-def machine():
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() \
-            else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def build_trainer(case, weights, prec, truncate, root, out):
     """Our CLIPLoRA trainer, built by train.py's own setup, on the toy dataset in ``root``."""
     import train
@@ -185,10 +176,9 @@ def load(case, prec):
 
 
 def bit_for_bit(golden):
-    from tests.helpers.torch_support import same_torch_as_recorded
+    from tests.helpers.torch_support import recorded_here
 
-    return golden["prec"] == "fp16" and same_torch_as_recorded(golden["torch"]) \
-        and golden["machine"] == machine()
+    return golden["prec"] == "fp16" and recorded_here(golden)
 
 
 def tolerance(golden, what):
