@@ -181,7 +181,10 @@ def test_proxyfda_configs_map_to_the_proxyfda_published_row():
     assert results.published_label("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx_proxyfda") == \
         "PromptSRC + Proxy-FDA"
     assert results.published_label("ZeroshotCLIP", "vit_b16") == "CLIP"
-    assert results.published_label("IVLP", "x") is None
+    assert results.published_label("CLIPLoRA", "vit_b16") is None  # none published
+    # IVLP's published row is its 4+4-token, 20-epoch config's, not the 2+2 default's
+    assert results.published_label("IVLP", "vit_b16_c2_ep20_batch4_4+4ctx") == "IVLP"
+    assert results.published_label("IVLP", "vit_b16_c2_ep5_batch4_2+2ctx") is None
 
 
 # ---------------------------------------------------------------------------------------

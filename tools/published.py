@@ -30,6 +30,9 @@ Value = Optional[float]
 #: Learning-for-VLMs, README.md, "Table 1. Average results on 11 datasets" prints it (TCP's
 #: README has no table, and its paper's table could not be read here).
 #: MMA: ZjjConan/Multi-Modal-Adapter, README.md, "Base-to-Novel Generalization Results".
+#: IVLP: muzairkhattak/PromptSRC, README.md, "Effectiveness of PromptSRC in comparison with
+#: baseline Independent V-L Prompting" (its 4+4-token, 20-epoch config,
+#: IVLP/vit_b16_c2_ep20_batch4_4+4ctx; our IVLP default is the MaPLe paper's 2+2, 5 epochs).
 #: CLIP-LoRA: none; its paper (arXiv 2405.18541) and repository (MaxZanella/CLIP-LoRA, README)
 #: report few-shot accuracy only, and that as a figure (few_shot.png) or in the PDF's tables.
 BASE2NEW: Dict[str, Tuple[Value, Value, Value]] = {
@@ -39,6 +42,7 @@ BASE2NEW: Dict[str, Tuple[Value, Value, Value]] = {
     "KgCoOp": (80.73, 73.60, 77.00),
     "MaPLe": (82.28, 75.14, 78.55),
     "PromptSRC": (84.26, 76.10, 79.97),
+    "IVLP": (84.21, 71.79, 77.51),
     "ProGrad": (82.48, 70.75, 76.16),
     "TCP": (84.13, 75.36, 79.51),
     "CoOp + Proxy-FDA": (83.16, 73.67, 78.13),
@@ -52,6 +56,8 @@ BASE2NEW: Dict[str, Tuple[Value, Value, Value]] = {
     "KgCoOp + DePT": (83.62, 75.04, 79.10),
     "MaPLe + DePT": (84.85, 74.82, 79.52),
 }
+#: rows that belong to one config of their method only (another config of it gets none)
+BASE2NEW_CONFIG = {"IVLP": "vit_b16_c2_ep20_batch4_4+4ctx"}
 
 
 # ---------------------------------------------------------------------------------------

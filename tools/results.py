@@ -91,6 +91,8 @@ def published_label(trainer: str, cfg: str) -> Optional[str]:
         (name for name in PUBLISHED if name.lower() == trainer.lower()), None)
     if method is None:
         return None
+    if published.BASE2NEW_CONFIG.get(method, cfg) != cfg:
+        return None
     if any(m in cfg.lower() for m in _PROXYFDA_MARKS):
         method += " + Proxy-FDA"
     elif "dept" in cfg.lower():  # the DePT plug-in's configs (*_dept.yaml)
