@@ -37,6 +37,13 @@ def add_proxyfda_config(cfg):
     # MaPLe 30 (text 0), PromptSRC 10 (text 10). The ViT-B/16 MaPLe and PromptSRC Proxy-FDA
     # configs were never measured; MaPLe's follows the benchmark's choice.
     ensure(p, "IMAGE_WEIGHT", 1.0)
+    # Loss weight of the FDA term on the joint set: the class text features followed by the
+    # batch's image features, one kNN graph over both (text-image edges included). A relation
+    # among the class text features alone cannot see a rotation common to all of them, which
+    # is what a shared context can learn; tied to image features, it can. Applies to every
+    # trainer with text prompts (for CoOp the image half is frozen CLIP's).
+    # (ours) 0 = off: not selected.
+    ensure(p, "JOINT_WEIGHT", 0.0)
     # Neighbours per anchor in the pre-trained kNN graph; clipped to N - 2 for a set of N.
     # (ours; the paper only says K > images per class) not selected on held-out data.
     ensure(p, "K", 5)

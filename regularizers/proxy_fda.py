@@ -15,7 +15,7 @@ TEMPLATE_CHOICES = ("dataset", "ensemble")
 
 @register_regularizer("PROXYFDA", add_config=add_proxyfda_config)
 class ProxyFDA(Regularizer):
-    """loss = TEXT_WEIGHT * L_text + IMAGE_WEIGHT * L_image + L_proxy.
+    """loss = TEXT_WEIGHT * L_text + IMAGE_WEIGHT * L_image + JOINT_WEIGHT * L_joint + L_proxy.
 
     L_text / L_image are (Proxy-)FDA losses of prompted against frozen features; they train the
     prompts only. L_proxy (with PROXY.ENABLE) trains the generator only, so one backward pass
@@ -32,12 +32,17 @@ class ProxyFDA(Regularizer):
     def __init__(self, node, context):
         super().__init__()
         towers, embed_dim = context.towers, context.embed_dim
-        weights = {"text": float(node.TEXT_WEIGHT), "image": float(node.IMAGE_WEIGHT)}
-        self.weights = {s: w for s, w in weights.items() if s in towers and w > 0}
+        weights = {"text": float(node.TEXT_WEIGHT), "image": float(node.IMAGE_WEIGHT),
+                   "joint": float(node.JOINT_WEIGHT)}
+        # the joint set (class text with the batch's images) needs prompted text; its image
+        # half may be frozen (CoOp): it then ties the text features to fixed image features
+        self.weights = {s: w for s, w in weights.items()
+                        if (s in towers or (s == "joint" and "text" in towers)) and w > 0}
         if not self.weights:
             raise ConfigError(
                 f"PROXYFDA is on but acts on no feature set: this trainer prompts {tuple(towers)}"
                 f" and the weights are TEXT_WEIGHT={node.TEXT_WEIGHT}, "
+                f"JOINT_WEIGHT={node.JOINT_WEIGHT}, "
                 f"IMAGE_WEIGHT={node.IMAGE_WEIGHT}."
             )
         _check_choice("PROXYFDA.NEG_WEIGHT", node.NEG_WEIGHT, NEG_WEIGHTS)
@@ -45,7 +50,8 @@ class ProxyFDA(Regularizer):
         _check_choice("PROXYFDA.TEMPLATES", node.TEMPLATES, TEMPLATE_CHOICES)
         if int(node.K) < 1 or float(node.TAU) <= 0:
             raise ConfigError(f"PROXYFDA.K must be >= 1 and TAU > 0, got {node.K}, {node.TAU}.")
-        self.needs = frozenset(f for s in self.weights for f in (s, s + "_frozen")
+        sets = {t for s in self.weights for t in (("text", "image") if s == "joint" else (s,))}
+        self.needs = frozenset(f for s in sets for f in (s, s + "_frozen")
                                if not (f == "text_frozen" and context.frozen is not None))
         batch = int(node.SAMPLER.NUM_CLASSES) * int(node.SAMPLER.NUM_IMAGES) \
             if node.SAMPLER.ENABLE else context.batch_size
@@ -64,7 +70,7 @@ class ProxyFDA(Regularizer):
         self.sampler_node = node.SAMPLER
         self.frozen = context.frozen
         text_frozen = None
-        if context.frozen is not None and "text" in self.weights:
+        if context.frozen is not None and "text" in sets:
             templates = IMAGENET_TEMPLATES if node.TEMPLATES == "ensemble" else None
             text_frozen = context.frozen.text_features(templates)
         self.register_buffer("text_frozen", text_frozen, persistent=False)
@@ -108,11 +114,7 @@ class ProxyFDA(Regularizer):
     def forward(self, feats):
         total, summary, proxy_total = 0.0, {}, 0.0
         for set_name, weight in self.weights.items():
-            z = self._get(feats, set_name)
-            if set_name == "text" and self.text_frozen is not None:
-                z_hat = self.text_frozen
-            else:
-                z_hat = self._get(feats, set_name + "_frozen")
+            z, z_hat = self._set(feats, set_name)
             with full_precision(z.device):
                 if self.generator is None:
                     term = fda_loss(z, z_hat, **self.options)
@@ -128,6 +130,19 @@ class ProxyFDA(Regularizer):
             total = total + proxy_total
             summary["proxy"] = proxy_total.item()
         return total, summary
+
+
+    def _set(self, feats, set_name):
+        """(tuned, frozen) features of one set; "joint" is the class text set followed by the
+        batch's images, one graph over both (text-image edges included)."""
+        if set_name == "joint":
+            parts = [self._set(feats, "text"), self._set(feats, "image")]
+            return (torch.cat([p[0].float() for p in parts]),
+                    torch.cat([p[1].float() for p in parts]))
+        z = self._get(feats, set_name)
+        if set_name == "text" and self.text_frozen is not None:
+            return z, self.text_frozen
+        return z, self._get(feats, set_name + "_frozen")
 
 
 def _check_choice(key, value, choices):

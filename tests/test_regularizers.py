@@ -105,6 +105,33 @@ def test_per_sample_sets_share_one_pretrained_graph():
     assert torch.allclose(fda_b, fda_1, atol=1e-6)
 
 
+def test_the_joint_set_sees_a_rotation_of_the_text_features_that_the_text_set_cannot():
+    # CoOp's case: the text features all turn together (a shared context can do that), the
+    # image features are frozen CLIP's. The text set's relations do not change; the joint set's
+    # text-image relations do.
+    cfg = config(proxyfda=True)
+    cfg.PROXYFDA.PROXY.ENABLE = False
+    text_frozen, _ = features(8, seed=3)
+    image, _ = features(6, seed=4)
+    rotation, _ = torch.linalg.qr(torch.randn(DIM, DIM, generator=torch.Generator().manual_seed(5)))
+
+    def losses(text):
+        out = {}
+        for name in ("TEXT", "JOINT"):
+            cfg.PROXYFDA.TEXT_WEIGHT = 1.0 if name == "TEXT" else 0.0
+            cfg.PROXYFDA.JOINT_WEIGHT = 1.0 if name == "JOINT" else 0.0
+            reg = build_regularizers(cfg, embed_dim=DIM, towers=("text",))[0]
+            assert reg.needs == ({"text", "text_frozen"} if name == "TEXT" else
+                                 {"text", "text_frozen", "image", "image_frozen"})
+            out[name], _ = reg(FeatureSets(text=text, text_frozen=text_frozen, image=image,
+                                           image_frozen=image))
+        return out
+
+    kept, turned = losses(text_frozen.clone()), losses(text_frozen @ rotation)
+    assert torch.allclose(turned["TEXT"], kept["TEXT"], atol=1e-6)
+    assert turned["JOINT"] > kept["JOINT"] + 1e-3
+
+
 # ---- gradients and the generator ------------------------------------------------------------
 
 @pytest.mark.parametrize("proxies", [False, True])
